@@ -1,0 +1,3 @@
+from flakehunter.cli import main
+
+main()

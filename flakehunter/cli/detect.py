@@ -1,0 +1,55 @@
+"""``flakehunter detect``: run the detectors on existing images (TIFF, PNG, JPEG or folders)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flakehunter.cli._common import error, reports_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command("detect")(detect)
+
+
+@reports_errors
+def detect(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
+    material: Annotated[str, typer.Option("--material", "-m", help="Material name, e.g. graphene.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for candidates and manifest.")],
+    oxide_nm: Annotated[float, typer.Option("--oxide-nm", help="Nominal SiO2 thickness in nm.")] = 90.0,
+    pixel_size_um: Annotated[
+        float | None, typer.Option("--pixel-size-um", help="Pixel size when the files do not say.")
+    ] = None,
+    detector: Annotated[
+        list[str] | None, typer.Option("--detector", help="Detector to run (repeat for a pipeline).")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="Compute device: auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Find candidates in existing images; positions come from OME/Micro-Manager metadata."""
+    from flakehunter.compute import resolve_device
+    from flakehunter.config import DetectorSection
+    from flakehunter.detect import run_detect
+    from flakehunter.errors import InputError
+
+    if oxide_nm <= 0:
+        raise InputError(f"--oxide-nm: expected a positive thickness in nm, got {oxide_nm}")
+    if pixel_size_um is not None and pixel_size_um <= 0:
+        raise InputError(f"--pixel-size-um: expected a positive value, got {pixel_size_um}")
+    resolve_device(device)
+    sections = [DetectorSection(name=name) for name in detector] if detector else None
+    summary = run_detect(
+        paths, material=material, oxide_nm=oxide_nm, out=out, pixel_size_um=pixel_size_um,
+        detectors=sections, device=device,
+    )
+    typer.echo(
+        f"Detect: {summary['done']}/{summary['files']} files analysed, {summary['candidates']} candidates "
+        f"in {summary['wall_s']:.1f} s"
+    )
+    typer.echo(f"  candidates: {out / 'candidates.csv'} (and candidates.jsonl)")
+    if summary["bad_files"]:
+        for message in summary["bad_files"].values():
+            error(message)
+        raise typer.Exit(2)

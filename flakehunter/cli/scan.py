@@ -1,0 +1,170 @@
+"""``flakehunter scan``: run (or plan, or resume) a scan described by a wafer.yaml."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from flakehunter.cli._common import reports_errors
+from flakehunter.errors import InputError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("scan")(scan)
+
+
+@contextmanager
+def _stop_on_signals(request_stop: Any) -> Iterator[None]:
+    """First Ctrl-C or SIGTERM: finish the current tile and stop. Second Ctrl-C: abort now."""
+
+    def handler(signum: int, frame: Any) -> None:
+        request_stop()
+        typer.secho(
+            "\nstopping after the current tile (Ctrl-C again to abort)", fg=typer.colors.YELLOW, err=True
+        )
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@reports_errors
+def scan(
+    config: Annotated[Path | None, typer.Argument(help="The scan's wafer.yaml.", show_default=False)] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory (default: output.directory or runs/NAME-TIME).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; move nothing.")] = False,
+    device: Annotated[str, typer.Option("--device", help="Compute device for detectors: auto, cpu or cuda.")] = "auto",
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue the interrupted scan in this run directory.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print the plan as JSON.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Tile a chip or wafer, find thin flakes, and write candidates with stage coordinates."""
+    from flakehunter.compute import resolve_device
+    from flakehunter.scan import ScanRunner, default_run_dir
+
+    if resume is None and config is None:
+        raise InputError("scan: give a CONFIG file, or --resume RUN_DIR")
+    if resume is not None and (config is not None or out is not None):
+        raise InputError("scan --resume RUN_DIR takes the config from the run directory; drop CONFIG and --out")
+    resolve_device(device)  # fail fast on --device cuda without a GPU
+    if resume is not None:
+        runner = ScanRunner(None, resume, resume=True, device=device)
+    else:
+        from flakehunter.config import load_config
+
+        run_dir = out if out is not None else default_run_dir(load_config(config))
+        runner = ScanRunner(config, run_dir, device=device)
+
+    if dry_run:
+        plan = runner.prepare()
+        _print_plan(plan, runner.run_dir, as_json)
+        return
+
+    summary = _run_with_progress(runner, progress and sys.stderr.isatty())
+    _print_summary(runner, summary)
+    if summary["status"] == "interrupted":
+        raise typer.Exit(130)
+    if summary["status"] != "completed":
+        raise typer.Exit(1)
+
+
+def _run_with_progress(runner: Any, show: bool) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("tiles  {task.fields[rate]}  acquired {task.fields[acquired]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, disable=not show, transient=False) as bar:
+        task = bar.add_task("scanning", total=None, rate="", acquired=0)
+        start: dict[str, float] = {}
+
+        def on_progress(done: int, total: int, acquired: int) -> None:
+            import time
+
+            now = time.monotonic()
+            start.setdefault("t", now)
+            start.setdefault("done", done)
+            elapsed = now - start["t"]
+            rate = (done - start["done"]) / elapsed if elapsed > 0 else 0.0
+            bar.update(task, completed=done, total=total, rate=f"{rate:.2f} tiles/s", acquired=acquired)
+
+        runner.on_progress = on_progress
+        with _stop_on_signals(runner.request_stop):
+            return runner.run()
+
+
+def _print_plan(plan: Any, run_dir: Path, as_json: bool) -> None:
+    info = plan.describe()
+    if as_json:
+        info["run_dir"] = str(run_dir)
+        info["tile_positions_um"] = [[t.x_um, t.y_um, t.z_um] for t in plan.tiles]
+        typer.echo(json.dumps(info, indent=2))
+        return
+    cfg = plan.config
+    typer.echo(f"Plan for {plan.config_path} (dry run: nothing moves)")
+    typer.echo(f"  stage {cfg.stage.plugin}, camera {cfg.camera.plugin} {info['camera_shape'][0]}x"
+               f"{info['camera_shape'][1]} px at {info['pixel_size_um']} µm/px")
+    typer.echo(f"  field of view {info['fov_um'][0]:.0f} x {info['fov_um'][1]:.0f} µm, "
+               f"overlap {info['overlap_percent']}%, order {info['order']}")
+    typer.echo(f"  {info['tiles']} tiles ({info['grid']}), region {info['region_area_mm2']:.2f} mm², "
+               f"imaged {info['imaged_area_mm2']:.2f} mm²")
+    typer.echo(f"  x {info['x_range_um'][0]:.0f}..{info['x_range_um'][1]:.0f} µm, "
+               f"y {info['y_range_um'][0]:.0f}..{info['y_range_um'][1]:.0f} µm")
+    typer.echo(f"  estimated acquisition time {_duration(info['estimated_s'])} (moves, settling, exposures)")
+    typer.echo(f"  material {cfg.material.name} on {cfg.material.oxide_nm:g} nm SiO2; "
+               f"detectors {', '.join(d.name for d in cfg.detectors)}")
+    typer.echo(f"  would write to {run_dir}")
+
+
+def _duration(seconds: float) -> str:
+    minutes, s = divmod(round(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h {m:02d}m {s:02d}s" if hours else f"{m}m {s:02d}s" if m else f"{seconds:.1f} s"
+
+
+def _print_summary(runner: Any, summary: dict[str, Any]) -> None:
+    from collections import Counter
+
+    from flakehunter.candidates import read_candidates
+
+    run_dir = runner.run_dir
+    candidates = read_candidates(run_dir / "candidates.jsonl")
+    by_class = Counter(c.layer_class for c in candidates)
+    classes = ", ".join(f"{k}: {v}" for k, v in sorted(by_class.items())) or "none"
+    tiles = summary["tiles"]
+    status = summary["status"].replace("_", " ")
+    typer.echo(
+        f"Scan {status}: {tiles.get('done', 0)}/{summary['tiles_total']} tiles analysed, "
+        f"{summary['candidates']} candidates ({classes}) in {summary['wall_s']:.1f} s"
+    )
+    typer.echo(f"  candidates: {run_dir / 'candidates.csv'} (and candidates.jsonl)")
+    typer.echo(f"  tiles:      {run_dir / 'tiles'}")
+    typer.echo(f"  manifest:   {run_dir / 'manifest.json'}")
+    if (run_dir / "truth.json").exists():
+        typer.echo(f"  truth:      {run_dir / 'truth.json'} (simulator ground truth)")
+    if summary["status"] != "completed":
+        failed = tiles.get("failed", 0)
+        if failed:
+            typer.secho(f"  {failed} tile(s) failed; see manifest.json", fg=typer.colors.YELLOW, err=True)
+        typer.secho(f"  continue with: flakehunter scan --resume {run_dir}", fg=typer.colors.YELLOW, err=True)

@@ -1,0 +1,256 @@
+"""The scan configuration (``wafer.yaml``): pydantic models and a loader with one-line errors.
+
+Unknown keys are rejected everywhere, so a typo never silently falls back to a default. Every
+error names the file and the dotted field, e.g.
+``configs/chip.yaml: stage.limits_um.x_um: expected a list of 2 numbers [min, max], got 'wide'``.
+Plugin options are validated later, against the plugin's own ``Options`` model, by
+`validate_plugin_options`, with the same kind of message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from flakehunter.errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AxisLimits(StrictModel):
+    x_um: tuple[float, float]
+    y_um: tuple[float, float]
+    z_um: tuple[float, float] = (-1000.0, 1000.0)
+
+    @field_validator("x_um", "y_um", "z_um")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] >= v[1]:
+            raise ValueError(f"expected [min, max] with min < max, got {list(v)}")
+        return v
+
+
+class DeviceSection(StrictModel):
+    plugin: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class StageSection(DeviceSection):
+    limits_um: AxisLimits
+
+
+class OpticsConfig(StrictModel):
+    pixel_size_um: PositiveFloat
+    rotation_deg: float = 0.0
+    flip_rows: bool = False
+    flip_cols: bool = False
+
+
+class RectangleRegion(StrictModel):
+    corner1_um: tuple[float, float]
+    corner2_um: tuple[float, float]
+
+    @model_validator(mode="after")
+    def _not_degenerate(self) -> RectangleRegion:
+        if self.corner1_um[0] == self.corner2_um[0] or self.corner1_um[1] == self.corner2_um[1]:
+            raise ValueError("corners must differ in both x and y")
+        return self
+
+
+class WaferRegion(StrictModel):
+    center_um: tuple[float, float]
+    diameter_um: PositiveFloat
+    edge_exclusion_um: NonNegativeFloat = 0.0
+
+    @model_validator(mode="after")
+    def _exclusion(self) -> WaferRegion:
+        if self.edge_exclusion_um * 2 >= self.diameter_um:
+            raise ValueError("edge_exclusion_um leaves nothing of the wafer")
+        return self
+
+
+class PolygonRegion(StrictModel):
+    vertices_um: list[tuple[float, float]] = Field(min_length=3)
+
+    @field_validator("vertices_um")
+    @classmethod
+    def _valid(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        from shapely.geometry import Polygon
+
+        poly = Polygon(v)
+        if not poly.is_valid or poly.area <= 0:
+            raise ValueError("vertices must form a simple polygon with non-zero area")
+        return v
+
+
+class RegionConfig(StrictModel):
+    """Exactly one of: a rectangular chip, a round wafer, or a polygon."""
+
+    rectangle: RectangleRegion | None = None
+    wafer: WaferRegion | None = None
+    polygon: PolygonRegion | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RegionConfig:
+        given = [k for k in ("rectangle", "wafer", "polygon") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"expected exactly one of rectangle, wafer, polygon; got {given or 'none'}")
+        return self
+
+
+class FocusConfig(StrictModel):
+    """``none``: every tile at ``z_um``; ``plane``: z from a plane through user-measured points."""
+
+    mode: Literal["none", "plane"] = "none"
+    z_um: float = 0.0
+    points_um: list[tuple[float, float, float]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _points(self) -> FocusConfig:
+        if self.mode == "plane" and len(self.points_um) < 3:
+            raise ValueError("mode 'plane' needs at least 3 points_um [x, y, z]")
+        return self
+
+
+class MaterialConfig(StrictModel):
+    name: str
+    oxide_nm: PositiveFloat
+
+
+class DetectorSection(StrictModel):
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class OutputConfig(StrictModel):
+    directory: Path | None = None
+
+
+class ScanConfig(StrictModel):
+    """A whole ``wafer.yaml``."""
+
+    name: str = "scan"
+    seed: int = 0
+    stage: StageSection
+    camera: DeviceSection
+    optics: OpticsConfig
+    region: RegionConfig
+    overlap_percent: float = Field(default=10.0, ge=0.0, lt=50.0)
+    order: Literal["snake", "raster", "column_snake", "column_raster"] = "snake"
+    focus: FocusConfig = FocusConfig()
+    material: MaterialConfig
+    detectors: list[DetectorSection] = Field(default_factory=lambda: [DetectorSection(name="contrast")])
+    output: OutputConfig = OutputConfig()
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Field names of the model that ``loc`` (minus its last item) points into."""
+    current: Any = model
+    for item in loc[:-1]:
+        if isinstance(item, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(item)
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            return None
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def format_validation_error(
+    exc: ValidationError, path: str | Path | None, model: type[BaseModel], prefix: str = ""
+) -> ConfigError:
+    """Turn the first pydantic error into a one-line `ConfigError` naming file and field."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    # Union members and "after" validators add their own names to loc; drop those that are not fields.
+    loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith(("function-", "tuple["))))
+    field = prefix + _field_path(loc) if loc else prefix.rstrip(".") or None
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc)
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return ConfigError(path, field, f"unknown key{hint}")
+    if kind == "missing":
+        return ConfigError(path, field, "required field is missing")
+    message = err["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    else:
+        message = message[0].lower() + message[1:]
+        if "input" in err and not isinstance(err["input"], dict):
+            message += f", got {err['input']!r}"
+    return ConfigError(path, field, message)
+
+
+def parse_config(data: Any, path: str | Path | None = None) -> ScanConfig:
+    """Validate an already-parsed YAML document."""
+    if not isinstance(data, dict):
+        raise ConfigError(path, None, f"expected a mapping of sections at the top level, got {type(data).__name__}")
+    try:
+        return ScanConfig.model_validate(data)
+    except ValidationError as exc:
+        raise format_validation_error(exc, path, ScanConfig) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a missing file or a syntax error becomes a one-line `ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, None, "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, None, f"cannot read: {exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(path, where, f"YAML syntax error: {problem}") from None
+
+
+def load_config(path: str | Path) -> ScanConfig:
+    """Read and validate ``wafer.yaml``; raises `ConfigError` naming the file and field."""
+    return parse_config(read_yaml(path), path)
+
+
+def validate_plugin_options(
+    factory: Any, options: dict[str, Any], path: str | Path | None, field: str
+) -> Any:
+    """Validate a section's ``options`` against the plugin's ``Options`` model, if it has one."""
+    model = getattr(factory, "Options", None)
+    if model is None:
+        return dict(options)
+    try:
+        return model.model_validate(options)
+    except ValidationError as exc:
+        raise format_validation_error(exc, path, model, prefix=f"{field}.") from None

@@ -1,0 +1,150 @@
+"""Illumination: per-tile background and a flat field learnt from the scan's own tiles.
+
+Vignetting (10-30 %) is larger than the contrast of a monolayer (5-15 %), so every image is
+divided by its background before contrast is measured. The background of one tile is a smooth
+surface fitted to block means with robust weights, so flakes, dust and residue (a few per cent of
+the area) do not pull it. Across tiles, the normalised surfaces are averaged into a flat field;
+once a few tiles are in, each tile only fits its level and a gentle tilt on top of that flat field,
+which stays right on a tile crowded with thick flakes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+BLOCK_PX = 16  # block size for the background fit; much larger than noise, much smaller than vignetting
+FULL_DEGREE = 4  # a radial 1 - a r² - b r⁴ fall-off is exactly a degree-4 polynomial
+MIN_TILES_FOR_FLAT = 3
+
+
+def block_means(image: np.ndarray, block_px: int = BLOCK_PX) -> np.ndarray:
+    """(rows/b, cols/b, channels) means of non-overlapping blocks, as float32."""
+    rows, cols = image.shape[:2]
+    size = (max(cols // block_px, 1), max(rows // block_px, 1))
+    out = cv2.resize(image.astype(np.float32, copy=False), size, interpolation=cv2.INTER_AREA)
+    return out.reshape(size[1], size[0], -1)
+
+
+def _basis(n: int, degree: int) -> np.ndarray:
+    """Powers 0..degree of coordinates normalised to [-1, 1], shape (n, degree + 1)."""
+    t = np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1)
+    return np.stack([t**k for k in range(degree + 1)], axis=1)
+
+
+def _terms(degree: int) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(degree + 1) for j in range(degree + 1 - i)]
+
+
+def robust_surface(values: np.ndarray, degree: int, iterations: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Fit a 2-D polynomial to a (rows, cols) grid with Tukey-biweight reweighting.
+
+    Returns (coefficient matrix A of shape (degree+1, degree+1) for ``R @ A @ C.T``, inlier weights
+    of the grid). Grid cells far from the surface (flakes, dust) end with weight 0.
+    """
+    rows, cols = values.shape
+    br, bc = _basis(rows, degree), _basis(cols, degree)
+    terms = _terms(degree)
+    design = np.stack([np.outer(br[:, i], bc[:, j]).ravel() for i, j in terms], axis=1)
+    y = values.ravel().astype(np.float64)
+    w = np.ones_like(y)
+    coef = np.zeros(len(terms))
+    for _ in range(iterations):
+        sw = np.sqrt(w)
+        coef, *_ = np.linalg.lstsq(design * sw[:, None], y * sw, rcond=None)
+        resid = y - design @ coef
+        scale = 1.4826 * np.median(np.abs(resid[w > 0])) + 1e-6
+        u = resid / (4.685 * scale)
+        w = np.where(np.abs(u) < 1, (1 - u**2) ** 2, 0.0)
+    a = np.zeros((degree + 1, degree + 1))
+    for (i, j), c in zip(terms, coef, strict=True):
+        a[i, j] = c
+    return a, w.reshape(rows, cols)
+
+
+def evaluate_surface(a: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Evaluate ``robust_surface`` coefficients on a (rows, cols) grid."""
+    degree = a.shape[0] - 1
+    return (_basis(rows, degree) @ a @ _basis(cols, degree).T).astype(np.float32)
+
+
+def histogram_mode(values: np.ndarray, bins: int = 256) -> float:
+    """Mode of a 1-D sample's histogram, refined by a parabola through the peak bin."""
+    lo, hi = np.percentile(values, [0.5, 99.5])
+    if hi <= lo:
+        return float(lo)
+    hist, edges = np.histogram(values, bins=bins, range=(lo, hi))
+    hist = np.convolve(hist, np.ones(3) / 3, mode="same")  # steady the peak against noise
+    k = int(np.argmax(hist))
+    offset = 0.0
+    if 0 < k < bins - 1:
+        y0, y1, y2 = hist[k - 1], hist[k], hist[k + 1]
+        denom = y0 - 2 * y1 + y2
+        offset = 0.5 * (y0 - y2) / denom if denom != 0 else 0.0
+    width = edges[1] - edges[0]
+    return float(edges[k] + (0.5 + offset) * width)
+
+
+class BackgroundModel:
+    """Estimates each image's background and learns the flat field across images of one shape."""
+
+    def __init__(self, min_tiles: int = MIN_TILES_FOR_FLAT, min_inliers: float = 0.6) -> None:
+        self.min_tiles = min_tiles
+        self.min_inliers = min_inliers
+        self._sum_log: np.ndarray | None = None
+        self._count = 0
+        self._shape: tuple[int, ...] | None = None
+
+    @property
+    def tiles_learnt(self) -> int:
+        return self._count
+
+    def flat_field(self) -> np.ndarray | None:
+        """The learnt flat field on the block grid, mean 1 per channel, or None before enough tiles."""
+        if self._sum_log is None or self._count < self.min_tiles:
+            return None
+        flat = np.exp(self._sum_log / self._count)
+        return (flat / flat.mean(axis=(0, 1), keepdims=True)).astype(np.float32)
+
+    def background(self, image: np.ndarray) -> np.ndarray:
+        """Background intensity of ``image`` (rows, cols, channels) as float32, and learn from it."""
+        img = image if image.ndim == 3 else image[..., None]
+        rows, cols, channels = img.shape
+        blocks = block_means(img)
+        if self._shape != blocks.shape:
+            self._shape, self._sum_log, self._count = blocks.shape, None, 0
+        flat = self.flat_field()
+        log_blocks = np.log(np.maximum(blocks, 1e-3))
+        surfaces = np.empty_like(blocks)
+        inliers = np.empty(channels)
+        for ch in range(channels):
+            if flat is None:
+                a, w = robust_surface(log_blocks[..., ch], FULL_DEGREE)
+                surfaces[..., ch] = np.exp(evaluate_surface(a, *blocks.shape[:2]))
+            else:
+                # Level and a gentle tilt (oxide gradient) on top of the learnt flat field.
+                a, w = robust_surface(log_blocks[..., ch] - np.log(flat[..., ch]), 1)
+                surfaces[..., ch] = flat[..., ch] * np.exp(evaluate_surface(a, *blocks.shape[:2]))
+            inliers[ch] = float((w > 0.5).mean())
+        if inliers.min() >= self.min_inliers:
+            self._learn(surfaces)
+        full = cv2.resize(surfaces, (cols, rows), interpolation=cv2.INTER_LINEAR)
+        return full.reshape(rows, cols, channels)
+
+    def _learn(self, surfaces: np.ndarray) -> None:
+        shape_only = np.log(surfaces) - np.log(np.median(surfaces, axis=(0, 1), keepdims=True))
+        self._sum_log = shape_only if self._sum_log is None else self._sum_log + shape_only
+        self._count += 1
+
+    def state(self) -> dict[str, Any]:
+        if self._sum_log is None:
+            return {"count": 0}
+        return {"count": self._count, "sum_log": self._sum_log.astype(np.float64)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._count = int(state.get("count", 0))
+        sum_log = state.get("sum_log")
+        self._sum_log = None if sum_log is None else np.asarray(sum_log, np.float64)
+        self._shape = None if sum_log is None else tuple(self._sum_log.shape)

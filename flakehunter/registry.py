@@ -1,0 +1,258 @@
+"""Plugin discovery and the registry of stages, cameras, detectors and materials.
+
+Every plugin, built-in or third-party, is found the same way: an entry point in the
+``flakehunter`` group. Loading is defensive (a plugin that raises on import is reported and
+skipped) unless ``FLAKEHUNTER_STRICT_PLUGINS=1``, which re-raises so that plugin authors see
+their traceback. ``FLAKEHUNTER_LOAD_PLUGINS=name,name`` limits which entry points load (an empty
+value loads none), which helps when one misbehaves.
+
+Register hooks are called one implementation at a time, each with its own ``register`` callback,
+so the registry knows which plugin and package supplied every name.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import pluggy
+
+from flakehunter import hookspecs
+from flakehunter.errors import InputError, PluginError
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "flakehunter"
+STRICT_ENV = "FLAKEHUNTER_STRICT_PLUGINS"
+LOAD_ENV = "FLAKEHUNTER_LOAD_PLUGINS"
+
+#: Kind of contribution -> the register hook that supplies it.
+KINDS = {
+    "stage": "register_stages",
+    "camera": "register_cameras",
+    "detector": "register_detectors",
+    "material": "register_materials",
+}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+#: Entry-point name -> (distribution, version) of every loaded plugin.
+_DISTS: dict[str, tuple[str, str]] = {}
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One loaded plugin: its entry-point name, distribution and version."""
+
+    name: str
+    package: str
+    version: str
+    hooks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """A named stage, camera, detector or material, and who supplied it."""
+
+    kind: str
+    name: str
+    obj: Any
+    plugin: str
+    package: str
+
+
+@dataclass(frozen=True)
+class PluginProblem:
+    """A plugin that failed to load, or a contribution the registry rejected."""
+
+    plugin: str
+    package: str
+    message: str
+
+
+@dataclass
+class Registry:
+    """Everything the loaded plugins registered, by kind and name."""
+
+    plugins: list[PluginInfo] = field(default_factory=list)
+    problems: list[PluginProblem] = field(default_factory=list)
+    contributions: dict[str, dict[str, Contribution]] = field(
+        default_factory=lambda: {kind: {} for kind in KINDS}
+    )
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.contributions[kind])
+
+    def get(self, kind: str, name: str) -> Contribution:
+        """The contribution called ``name``; an InputError lists what exists otherwise."""
+        try:
+            return self.contributions[kind][name]
+        except KeyError:
+            available = ", ".join(self.names(kind)) or "none"
+            raise InputError(f"unknown {kind} '{name}' (available: {available})") from None
+
+    def material(self, name: str) -> Any:
+        return self.get("material", name).obj
+
+    def add(self, kind: str, plugin: str, package: str, name: str, obj: Any) -> None:
+        """The body of every ``register`` callback: validate, refuse clashes, record the source."""
+        if not isinstance(name, str) or not _NAME.match(name):
+            self._reject(plugin, package, f"{kind} name {name!r} is not a lower-case identifier")
+            return
+        if kind == "material":
+            if getattr(obj, "name", None) != name:
+                self._reject(plugin, package, f"material '{name}' must be a Material named '{name}'")
+                return
+        elif not callable(obj):
+            self._reject(plugin, package, f"{kind} '{name}' must be a callable factory")
+            return
+        existing = self.contributions[kind].get(name)
+        if existing is not None:
+            self._reject(
+                plugin,
+                package,
+                f"{kind} '{name}' is already registered by {existing.package} "
+                f"(plugin '{existing.plugin}'); ignored",
+            )
+            return
+        self.contributions[kind][name] = Contribution(kind, name, obj, plugin, package)
+
+    def _reject(self, plugin: str, package: str, message: str) -> None:
+        if _strict():
+            raise PluginError(f"plugin '{plugin}' ({package}): {message}")
+        log.warning("plugin '%s' (%s): %s", plugin, package, message)
+        self.problems.append(PluginProblem(plugin, package, message))
+
+
+def _strict() -> bool:
+    return os.environ.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _allowed() -> set[str] | None:
+    value = os.environ.get(LOAD_ENV)
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def _distribution(ep: EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "unknown", ""
+    return dist.metadata["Name"] or dist.name, dist.version
+
+
+def load_entry_points(pm: pluggy.PluginManager, problems: list[PluginProblem]) -> None:
+    """Register every allowed entry point of the ``flakehunter`` group with ``pm``.
+
+    One broken plugin never takes the program down: its import error is recorded in ``problems``
+    and the others load (kedro's ``_safe_load_entry_point``), unless strict mode is on.
+    """
+    allowed = _allowed()
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if allowed is not None and ep.name not in allowed:
+            continue
+        if pm.has_plugin(ep.name):
+            continue
+        package, _ = _distribution(ep)
+        try:
+            module = ep.load()
+            pm.register(module, name=ep.name)
+        except Exception as exc:
+            if _strict():
+                raise
+            message = f"failed to load: {type(exc).__name__}: {exc}"
+            log.warning("plugin '%s' (%s) %s; skipped", ep.name, package, message)
+            problems.append(PluginProblem(ep.name, package, message))
+            continue
+        _DISTS[ep.name] = _distribution(ep)
+
+
+def build_registry(pm: pluggy.PluginManager, problems: list[PluginProblem] | None = None) -> Registry:
+    """Call every register hook, one implementation at a time, and collect the results."""
+    registry = Registry(problems=list(problems or []))
+    for kind, hook_name in KINDS.items():
+        hook = getattr(pm.hook, hook_name)
+        for impl in reversed(hook.get_hookimpls()):  # registration order, not LIFO call order
+            plugin_name = impl.plugin_name
+            package, _ = _DISTS.get(plugin_name, ("unknown", ""))
+            register = functools.partial(registry.add, kind, plugin_name, package)
+            try:
+                impl.function(register=register)
+            except Exception as exc:
+                if _strict():
+                    raise
+                registry.problems.append(
+                    PluginProblem(plugin_name, package, f"{hook_name} raised {type(exc).__name__}: {exc}")
+                )
+    for name, plugin in pm.list_name_plugin():
+        if plugin is hookspecs:
+            continue
+        package, version = _DISTS.get(name, ("unknown", ""))
+        hooks = tuple(sorted(caller.name for caller in pm.get_hookcallers(plugin) or []))
+        registry.plugins.append(PluginInfo(name, package, version, hooks))
+    registry.plugins.sort(key=lambda p: p.name)
+    return registry
+
+
+def broadcast(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> None:
+    """Call every implementation of a lifecycle hook; one that raises is logged, not fatal."""
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        try:
+            impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+        except Exception:
+            if _strict():
+                raise
+            log.exception("plugin '%s' failed in %s", impl.plugin_name, hook_name)
+
+
+_lock = threading.Lock()
+_pm: pluggy.PluginManager | None = None
+_registry: Registry | None = None
+_load_problems: list[PluginProblem] = []
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, with every allowed entry point loaded."""
+    global _pm, _registry
+    with _lock:
+        if _pm is None:
+            pm = pluggy.PluginManager(hookspecs.PROJECT)
+            pm.add_hookspecs(hookspecs)
+            _load_problems.clear()
+            load_entry_points(pm, _load_problems)
+            _pm = pm
+            _registry = build_registry(pm, _load_problems)
+        return _pm
+
+
+def get_registry() -> Registry:
+    """The registry built from the process-wide plugin manager."""
+    get_plugin_manager()
+    assert _registry is not None
+    return _registry
+
+
+def add_plugin(plugin: object, name: str, package: str = "local", version: str = "") -> Registry:
+    """Register an in-process plugin object (scripts, notebooks, tests) and rebuild the registry."""
+    global _registry
+    pm = get_plugin_manager()
+    with _lock:
+        pm.register(plugin, name=name)
+        _DISTS[name] = (package, version)
+        _registry = build_registry(pm, _load_problems)
+        return _registry
+
+
+def reset() -> None:
+    """Forget the loaded plugins (tests that change the environment call this)."""
+    global _pm, _registry
+    with _lock:
+        _pm = None
+        _registry = None
+        _DISTS.clear()
+        _load_problems.clear()
