@@ -101,8 +101,9 @@ class CandidateSink:
     """Appends de-duplicated candidates to the run directory's CSV and JSONL, durably.
 
     De-duplication (when stage positions are meaningful) drops a candidate whose centre lies within
-    ``max(min_distance_um, half the smaller equivalent diameter)`` of a candidate of the same layer
-    class that came from another image: the same flake seen in two overlapping tiles.
+    ``max(min_distance_um, half the larger equivalent diameter)`` of a candidate of the same layer
+    class that came from another image: the same flake seen in two overlapping images, possibly cut
+    by the edge of one of them (which shifts its centre by up to half its size).
     """
 
     def __init__(
@@ -161,7 +162,7 @@ class CandidateSink:
                         continue
                     limit = max(
                         self.min_distance_um,
-                        0.5 * min(other.equivalent_diameter_um, c.equivalent_diameter_um),
+                        0.5 * max(other.equivalent_diameter_um, c.equivalent_diameter_um),
                     )
                     if math.hypot(other.x_um - c.x_um, other.y_um - c.y_um) < limit:
                         return True

@@ -10,7 +10,8 @@ Plugin options are validated later, against the plugin's own ``Options`` model, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -20,6 +21,7 @@ from pydantic import (
     NonNegativeFloat,
     PositiveFloat,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -76,11 +78,15 @@ class WaferRegion(StrictModel):
     diameter_um: PositiveFloat
     edge_exclusion_um: NonNegativeFloat = 0.0
 
-    @model_validator(mode="after")
-    def _exclusion(self) -> WaferRegion:
-        if self.edge_exclusion_um * 2 >= self.diameter_um:
-            raise ValueError("edge_exclusion_um leaves nothing of the wafer")
-        return self
+    @field_validator("edge_exclusion_um")
+    @classmethod
+    def _exclusion(cls, v: float, info: ValidationInfo) -> float:
+        diameter = info.data.get("diameter_um")
+        if diameter is not None and v * 2 >= diameter:
+            raise ValueError(
+                f"expected less than half of diameter_um ({diameter / 2:g} µm), got {v:g}: nothing of the wafer is left"
+            )
+        return v
 
 
 class PolygonRegion(StrictModel):
@@ -117,13 +123,14 @@ class FocusConfig(StrictModel):
 
     mode: Literal["none", "plane"] = "none"
     z_um: float = 0.0
-    points_um: list[tuple[float, float, float]] = Field(default_factory=list)
+    points_um: list[tuple[float, float, float]] = Field(default_factory=list, validate_default=True)
 
-    @model_validator(mode="after")
-    def _points(self) -> FocusConfig:
-        if self.mode == "plane" and len(self.points_um) < 3:
-            raise ValueError("mode 'plane' needs at least 3 points_um [x, y, z]")
-        return self
+    @field_validator("points_um")
+    @classmethod
+    def _points(cls, v: list[tuple[float, float, float]], info: ValidationInfo) -> list[tuple[float, float, float]]:
+        if info.data.get("mode") == "plane" and len(v) < 3:
+            raise ValueError(f"mode 'plane' needs at least 3 points [x, y, z], got {len(v)}")
+        return v
 
 
 class MaterialConfig(StrictModel):
@@ -167,21 +174,45 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return "".join(parts)
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model in an annotation (``Model``, ``Model | None``), if any."""
+    members = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    return next((m for m in members if isinstance(m, type) and issubclass(m, BaseModel)), None)
+
+
+def _annotation_at(model: type[BaseModel], loc: tuple[Any, ...]) -> Any:
+    """The type annotation of the value ``loc`` points to, or None where it cannot tell."""
+    current: Any = model
+    for item in loc:
+        if isinstance(item, str):
+            m = _model_in(current)
+            if m is None or item not in m.model_fields:
+                return None
+            current = m.model_fields[item].annotation
+            continue
+        origin, args = get_origin(current), get_args(current)
+        if args and (origin is list or (origin is tuple and args[-1] is Ellipsis)):
+            current = args[0]
+        elif origin is tuple and item < len(args):
+            current = args[item]
+        else:
+            return None
+    return current
+
+
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
     """Field names of the model that ``loc`` (minus its last item) points into."""
-    current: Any = model
-    for item in loc[:-1]:
-        if isinstance(item, int):
-            continue
-        field = getattr(current, "model_fields", {}).get(item)
-        if field is None:
-            return None
-        annotation = field.annotation
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if current is None:
-            return None
-    return sorted(getattr(current, "model_fields", {}))
+    current = _model_in(_annotation_at(model, loc[:-1]))
+    return sorted(current.model_fields) if current is not None else None
+
+
+def _expected_list(annotation: Any) -> str | None:
+    """'a list of 2 numbers' for a fixed-length tuple annotation; None for anything else."""
+    args = get_args(annotation)
+    if get_origin(annotation) is not tuple or not args or Ellipsis in args:
+        return None
+    numbers = all(a in (int, float) for a in args)
+    return f"a list of {len(args)} {'numbers' if numbers else 'values'}"
 
 
 def format_validation_error(
@@ -198,8 +229,22 @@ def format_validation_error(
         allowed = _allowed_keys(model, loc)
         hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
         return ConfigError(path, field, f"unknown key{hint}")
+    if kind == "missing" and loc and isinstance(loc[-1], int):
+        # pydantic reports a short tuple as its first missing item; name the list instead.
+        expected = _expected_list(_annotation_at(model, loc[:-1])) or "more items"
+        return ConfigError(path, prefix + _field_path(loc[:-1]), f"expected {expected}, got {err['input']!r}")
     if kind == "missing":
         return ConfigError(path, field, "required field is missing")
+    if kind in ("tuple_type", "too_long") and (expected := _expected_list(_annotation_at(model, loc))):
+        return ConfigError(path, field, f"expected {expected}, got {err['input']!r}")
+    if kind in ("too_short", "too_long"):
+        bound = "at least" if kind == "too_short" else "at most"
+        limit = err["ctx"]["min_length" if kind == "too_short" else "max_length"]
+        return ConfigError(
+            path, field, f"expected {bound} {limit} items, got {err['ctx']['actual_length']}: {err['input']!r}"
+        )
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return ConfigError(path, field, f"expected a section of key: value pairs, got {err['input']!r}")
     message = err["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]

@@ -19,9 +19,9 @@ from flakehunter.atomic import write_json_atomic
 from flakehunter.candidates import Candidate, CandidateSink
 from flakehunter.config import DetectorSection
 from flakehunter.detection.base import DetectionContext
-from flakehunter.detection.pipeline import DetectionPipeline, to_candidates
+from flakehunter.detection.pipeline import DetectionPipeline, bbox_polygon, to_candidates
 from flakehunter.errors import InputError
-from flakehunter.geometry import PixelTransform
+from flakehunter.geometry import PixelTransform, TileOwnership
 from flakehunter.journal import DONE, FAILED, Journal
 from flakehunter.registry import Registry
 
@@ -49,12 +49,14 @@ class FileAnalyzer:
         sink: CandidateSink,
         *,
         pixel_size_um: float | None = None,
+        ownership: TileOwnership | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.pipeline = pipeline
         self.journal = journal
         self.sink = sink
         self.pixel_size_um = pixel_size_um
+        self.ownership = ownership
 
     @staticmethod
     def key(path: Path) -> str:
@@ -81,16 +83,24 @@ class FileAnalyzer:
         positioned = meta.x_um is not None and meta.y_um is not None
         centre = (meta.x_um, meta.y_um) if positioned else (0.0, 0.0)
         detections = self.pipeline.run(image, meta)
+        transform = PixelTransform(pixel_size)
         candidates = to_candidates(
             detections,
             image=key,
             shape=image.shape[:2],
             centre_um=centre,  # type: ignore[arg-type]
-            transform=PixelTransform(pixel_size),
+            transform=transform,
             material=self.pipeline.context.material.name,
             z_um=meta.z_um,
             positioned=positioned,
         )
+        if positioned and self.ownership is not None:
+            # Overlapping images: report each flake from the image that sees it whole.
+            candidates = [
+                c
+                for d, c in zip(detections, candidates, strict=True)
+                if self.ownership.keeps(key, c.x_um, c.y_um, bbox_polygon(d.bbox, transform, centre, image.shape[:2]))
+            ]
         written = self.sink.add(candidates)
         seconds = time.perf_counter() - t0
         with self.journal.transaction():
@@ -100,6 +110,25 @@ class FileAnalyzer:
             )
             self.journal.put_state("pipeline", self.pipeline.state())
         return FileResult(path, written, meta.source if positioned else "none", seconds)
+
+
+def image_ownership(files: list[Path], pixel_size_um: float | None, edge_px: float = 2.0) -> TileOwnership:
+    """Ownership over the files whose TIFF metadata give a stage position (read without pixels)."""
+    from flakehunter.tiles import read_geometry
+
+    fields = {}
+    for path in files:
+        found = read_geometry(path)
+        if found is None:
+            continue
+        (rows, cols), meta = found
+        pixel = meta.pixel_size_um or pixel_size_um
+        if meta.x_um is None or meta.y_um is None or pixel is None:
+            continue
+        centre = (meta.x_um, meta.y_um)
+        inner = (rows - 2 * edge_px, cols - 2 * edge_px)
+        fields[FileAnalyzer.key(path)] = (centre, PixelTransform(pixel).footprint(centre, inner))
+    return TileOwnership(fields)
 
 
 def build_pipeline(
@@ -157,7 +186,10 @@ def run_detect(
         if saved:
             pipeline.load_state(saved)
         with CandidateSink(out, done_images=journal.keys(DONE)) as sink:
-            analyzer = FileAnalyzer(out, pipeline, journal, sink, pixel_size_um=pixel_size_um)
+            analyzer = FileAnalyzer(
+                out, pipeline, journal, sink, pixel_size_um=pixel_size_um,
+                ownership=image_ownership(files, pixel_size_um),
+            )
             for path in files:
                 if analyzer.is_done(path):
                     continue

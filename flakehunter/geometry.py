@@ -83,6 +83,13 @@ class PixelTransform:
         residual = abs(math.radians(self.rotation_deg - 90.0 * quarter_turns))
         w = width * math.cos(residual) - height * math.sin(residual)
         h = height * math.cos(residual) - width * math.sin(residual)
+        # Pixel centres sit at integer (row, col), so the field's true centre, pixel
+        # ((H - 1)/2, (W - 1)/2), lies half a pixel from the tile centre (pixel (H/2, W/2)).
+        # Shrink the rectangle so that, centred on the tile centre, it still lies inside the field.
+        col_step, row_step = self._axes()
+        offset = np.abs(col_step + row_step) / 2
+        w -= 2 * float(offset[0])
+        h -= 2 * float(offset[1])
         if w <= 0 or h <= 0:
             raise ValueError(f"camera rotation {self.rotation_deg}° leaves no axis-aligned field of view")
         return w, h
@@ -171,32 +178,41 @@ def focus_plane(focus: FocusConfig) -> tuple[float, float, float]:
 
 
 class TileOwnership:
-    """Decides which tile reports a flake seen in several overlapping tiles.
+    """Decides which image reports a flake seen in several overlapping images (scan tiles, or files).
 
-    Among the tiles that see a detection whole (its bounding box inside the tile's field, away
+    Among the images that see a detection whole (its bounding box inside the image's field, away
     from the edge), the one whose centre is nearest the detection reports it. A small hysteresis
-    margin means two tiles whose centroid estimates straddle the boundary both keep it (the sink's
-    distance check then drops the second) rather than both dropping it. A detection no tile sees
-    whole (larger than the overlap, or cut by the scan edge) stays with the tile nearest to it.
+    margin means two images whose centroid estimates straddle the boundary both keep it (the sink's
+    distance check then drops the second) rather than both dropping it. A detection no image sees
+    whole (larger than the overlap, or cut by the scan edge) stays with the image nearest to it.
+
+    ``fields`` maps an image key (tile index or file path) to its centre and footprint in stage µm.
     """
 
     def __init__(
-        self, tiles: list[TilePlan], transform: PixelTransform, shape: tuple[int, int],
-        edge_px: float = 2.0, margin_um: float = 10.0,
+        self, fields: dict[object, tuple[tuple[float, float], Polygon]], margin_um: float = 10.0
     ) -> None:
         from shapely import STRtree
 
-        self.tiles = tiles
         self.margin_um = margin_um
-        self._centres = np.array([(t.x_um, t.y_um) for t in tiles], float).reshape(-1, 2)
-        self._by_index = {t.index: i for i, t in enumerate(tiles)}
-        inner = (shape[0] - 2 * edge_px, shape[1] - 2 * edge_px)
-        self._fields = [transform.footprint((t.x_um, t.y_um), inner) for t in tiles]
-        self._tree = STRtree(self._fields)
+        self._keys = list(fields)
+        self._index = {k: i for i, k in enumerate(self._keys)}
+        self._centres = np.array([fields[k][0] for k in self._keys], float).reshape(-1, 2)
+        self._tree = STRtree([fields[k][1] for k in self._keys])
 
-    def keeps(self, tile_index: int, x_um: float, y_um: float, bbox_um: Polygon) -> bool:
-        """Whether tile ``tile_index`` should report a detection centred at (x_um, y_um)."""
-        me = self._by_index[tile_index]
+    @classmethod
+    def for_plan(
+        cls, tiles: list[TilePlan], transform: PixelTransform, shape: tuple[int, int], edge_px: float = 2.0
+    ) -> TileOwnership:
+        """Ownership over a scan's tile plan; fields shrunk by ``edge_px`` so "whole" means clear of the edge."""
+        inner = (shape[0] - 2 * edge_px, shape[1] - 2 * edge_px)
+        return cls({t.index: ((t.x_um, t.y_um), transform.footprint((t.x_um, t.y_um), inner)) for t in tiles})
+
+    def keeps(self, key: object, x_um: float, y_um: float, bbox_um: Polygon) -> bool:
+        """Whether image ``key`` should report a detection centred at (x_um, y_um)."""
+        if key not in self._index:
+            return True
+        me = self._index[key]
         whole = [int(i) for i in self._tree.query(bbox_um, predicate="within")]
         point = np.array([x_um, y_um])
         if not whole:
@@ -211,6 +227,8 @@ class TileOwnership:
         d_other = np.hypot(*(self._centres[others] - point).T)
         j = int(np.argmin(d_other))
         separation = np.hypot(*(self._centres[me] - self._centres[others[j]]))
+        if separation < 1e-6:  # the same field imaged twice: the first image reports it
+            return me < others[j]
         # (d_me² − d_other²) / (2·separation) is how far the point lies past the bisector.
         past_bisector = (d_me**2 - d_other[j] ** 2) / (2 * separation)
         return bool(past_bisector <= self.margin_um)

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "flakehunter"
 STRICT_ENV = "FLAKEHUNTER_STRICT_PLUGINS"
 LOAD_ENV = "FLAKEHUNTER_LOAD_PLUGINS"
+BUILTIN_PACKAGE = "flakehunter"
 
 #: Kind of contribution -> the register hook that supplies it.
 KINDS = {
@@ -153,7 +154,11 @@ def load_entry_points(pm: pluggy.PluginManager, problems: list[PluginProblem]) -
     and the others load (kedro's ``_safe_load_entry_point``), unless strict mode is on.
     """
     allowed = _allowed()
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    # Built-ins first, then third-party plugins by name: on a name clash the first registration
+    # wins, so a third-party plugin can never take over a built-in name.
+    for ep in sorted(
+        entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (_distribution(e)[0] != BUILTIN_PACKAGE, e.name)
+    ):
         if allowed is not None and ep.name not in allowed:
             continue
         if pm.has_plugin(ep.name):
@@ -177,7 +182,7 @@ def build_registry(pm: pluggy.PluginManager, problems: list[PluginProblem] | Non
     registry = Registry(problems=list(problems or []))
     for kind, hook_name in KINDS.items():
         hook = getattr(pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):  # registration order, not LIFO call order
+        for impl in hook.get_hookimpls():  # registration order (pluggy *calls* them LIFO)
             plugin_name = impl.plugin_name
             package, _ = _DISTS.get(plugin_name, ("unknown", ""))
             register = functools.partial(registry.add, kind, plugin_name, package)

@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import shapely
 
 from flakehunter import __version__
 from flakehunter.atomic import write_json_atomic, write_text_atomic
 from flakehunter.candidates import CandidateSink
 from flakehunter.config import ScanConfig, parse_config, read_yaml, validate_plugin_options
 from flakehunter.detection.base import DetectionContext
-from flakehunter.detection.pipeline import DetectionPipeline, to_candidates
+from flakehunter.detection.pipeline import DetectionPipeline, bbox_polygon, to_candidates
 from flakehunter.devices import AxisRange, Camera, DeviceContext, Position, Stage, TravelLimits
 from flakehunter.errors import ConfigError, InputError
 from flakehunter.geometry import PixelTransform, TileOwnership, TilePlan, plan_tiles, region_polygon
@@ -361,7 +360,7 @@ class ScanRunner:
         from flakehunter.tiles import read_image, write_tile
 
         work: queue.Queue[TileRecord | None] = queue.Queue(maxsize=QUEUE_TILES)
-        ownership = TileOwnership(plan.tiles, plan.transform, tuple(plan.camera.shape))
+        ownership = TileOwnership.for_plan(plan.tiles, plan.transform, tuple(plan.camera.shape))
         total = len(plan.tiles)
         done = len(journal.keys(DONE))
         acquired = done
@@ -476,11 +475,7 @@ class ScanRunner:
             ),
             strict=True,
         ):
-            r0, c0, r1, c1 = d.bbox
-            bx, by = plan.transform.pixel_to_stage(
-                np.array([r0, r0, r1, r1], float) - 0.5, np.array([c0, c1, c1, c0], float) - 0.5, centre, shape
-            )
-            bbox = shapely.Polygon(np.column_stack([bx, by]))
+            bbox = bbox_polygon(d.bbox, plan.transform, centre, shape)
             if ownership.keeps(tile.index, c.x_um, c.y_um, bbox):
                 kept.append(c)
         written = sink.add(kept)

@@ -306,6 +306,24 @@ def read_image(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
         raise InputError(f"{path}: not a readable image ({_one_line(exc)})") from exc
 
 
+def read_geometry(path: str | Path) -> tuple[tuple[int, int], ImageMeta] | None:
+    """Frame size (rows, cols) and stage metadata of a TIFF without reading its pixels.
+
+    Returns None for PNG/JPEG (they carry no stage position) and for files that cannot be parsed;
+    `read_image` reports those properly when the file is analysed.
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                return None
+            series = tif.series[0]
+            keyframe = series.keyframe
+            shape = (int(keyframe.imagelength), int(keyframe.imagewidth))
+            return shape, _tiff_meta(tif, series)
+    except Exception:  # not a TIFF, or corrupt: read_image decides what to say
+        return None
+
+
 class _Unreadable(Exception):
     """Internal: the reason a file cannot be read, turned into InputError by read_image."""
 

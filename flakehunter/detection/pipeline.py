@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from shapely.geometry import Polygon
 
 from flakehunter.candidates import Candidate
 from flakehunter.config import DetectorSection, validate_plugin_options
@@ -68,6 +69,17 @@ class DetectionPipeline:
             if isinstance(det, StatefulDetector):
                 prefix = f"{i}:{det.name}:"
                 det.load_state({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+
+
+def bbox_polygon(
+    bbox: tuple[int, int, int, int], transform: PixelTransform, centre_um: tuple[float, float], shape: tuple[int, int]
+) -> Polygon:
+    """A detection's pixel bounding box (row0, col0, row1, col1; exclusive) as a stage-µm polygon."""
+    r0, c0, r1, c1 = bbox
+    x, y = transform.pixel_to_stage(
+        np.array([r0, r0, r1, r1], float) - 0.5, np.array([c0, c1, c1, c0], float) - 0.5, centre_um, shape
+    )
+    return Polygon(np.column_stack([x, y]))
 
 
 def to_candidates(
