@@ -7,6 +7,14 @@ from flakehunter.errors import InputError
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
+def check_device_choice(preference: str) -> None:
+    """Validate a --device value early; only an explicit "cuda" needs torch to answer."""
+    if preference == "cuda":
+        resolve_device(preference)
+    elif preference not in DEVICE_CHOICES:
+        raise InputError(f"--device: expected one of {', '.join(DEVICE_CHOICES)}, got {preference!r}")
+
+
 def resolve_device(preference: str = "auto") -> str:
     """Return "cuda" or "cpu" for a preference of "auto", "cpu" or "cuda".
 

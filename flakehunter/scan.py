@@ -150,6 +150,12 @@ def make_plan(
     if not tiles:
         raise ConfigError(config_path, "region", "the region yields no tiles")
     _check_travel(tiles, stage.limits, config_path)
+    for i, section in enumerate(config.detectors):  # validated here so that --dry-run catches them
+        try:
+            factory = registry.get("detector", section.name).obj
+        except InputError as exc:
+            raise ConfigError(config_path, f"detectors[{i}].name", str(exc)) from None
+        validate_plugin_options(factory, section.options, config_path, f"detectors[{i}].options")
     estimated = 0.0
     here = Position(tiles[0].x_um, tiles[0].y_um, tiles[0].z_um)
     for t in tiles:
@@ -279,13 +285,7 @@ class ScanRunner:
         if not self.resume and (self.run_dir / "manifest.json").exists():
             raise InputError(f"{self.run_dir}: already holds a run; use --resume {self.run_dir} or another --out")
         plan = self.prepare()
-        (self.run_dir / "tiles").mkdir(parents=True, exist_ok=True)
-        if not self.resume:
-            write_text_atomic(self.run_dir / "config.yaml", self.config_text)
-        journal = Journal(self.run_dir / "journal.sqlite")
-        for t in plan.tiles:
-            if journal.get(self._key(t)) is None:
-                journal.set(self._key(t), PLANNED, index=t.index)
+        # Build the detectors before anything is written, so a bad detector option leaves no run behind.
         detection_context = DetectionContext(
             material=plan.material,
             oxide_nm=self.config.material.oxide_nm,
@@ -297,6 +297,13 @@ class ScanRunner:
         pipeline = DetectionPipeline.from_sections(
             self.config.detectors, self.registry, detection_context, self.config_path
         )
+        (self.run_dir / "tiles").mkdir(parents=True, exist_ok=True)
+        if not self.resume:
+            write_text_atomic(self.run_dir / "config.yaml", self.config_text)
+        journal = Journal(self.run_dir / "journal.sqlite")
+        for t in plan.tiles:
+            if journal.get(self._key(t)) is None:
+                journal.set(self._key(t), PLANNED, index=t.index)
         saved = journal.get_state("pipeline")
         if saved:
             pipeline.load_state(saved)

@@ -29,7 +29,7 @@ def detect(
     device: Annotated[str, typer.Option("--device", help="Compute device: auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Find candidates in existing images; positions come from OME/Micro-Manager metadata."""
-    from flakehunter.compute import resolve_device
+    from flakehunter.compute import check_device_choice
     from flakehunter.config import DetectorSection
     from flakehunter.detect import run_detect
     from flakehunter.errors import InputError
@@ -38,7 +38,7 @@ def detect(
         raise InputError(f"--oxide-nm: expected a positive thickness in nm, got {oxide_nm}")
     if pixel_size_um is not None and pixel_size_um <= 0:
         raise InputError(f"--pixel-size-um: expected a positive value, got {pixel_size_um}")
-    resolve_device(device)
+    check_device_choice(device)
     sections = [DetectorSection(name=name) for name in detector] if detector else None
     summary = run_detect(
         paths, material=material, oxide_nm=oxide_nm, out=out, pixel_size_um=pixel_size_um,

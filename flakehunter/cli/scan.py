@@ -54,14 +54,14 @@ def scan(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Tile a chip or wafer, find thin flakes, and write candidates with stage coordinates."""
-    from flakehunter.compute import resolve_device
+    from flakehunter.compute import check_device_choice
     from flakehunter.scan import ScanRunner, default_run_dir
 
     if resume is None and config is None:
         raise InputError("scan: give a CONFIG file, or --resume RUN_DIR")
     if resume is not None and (config is not None or out is not None):
         raise InputError("scan --resume RUN_DIR takes the config from the run directory; drop CONFIG and --out")
-    resolve_device(device)  # fail fast on --device cuda without a GPU
+    check_device_choice(device)  # fail fast on --device cuda without a GPU
     if resume is not None:
         runner = ScanRunner(None, resume, resume=True, device=device)
     else:

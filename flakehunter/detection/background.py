@@ -134,14 +134,16 @@ class BackgroundModel:
         return full.reshape(rows, cols, channels)
 
     def _learn(self, surfaces: np.ndarray) -> None:
-        shape_only = np.log(surfaces) - np.log(np.median(surfaces, axis=(0, 1), keepdims=True))
+        # float64 throughout, so that the state saved with each tile restores bit for bit.
+        surfaces64 = surfaces.astype(np.float64)
+        shape_only = np.log(surfaces64) - np.log(np.median(surfaces64, axis=(0, 1), keepdims=True))
         self._sum_log = shape_only if self._sum_log is None else self._sum_log + shape_only
         self._count += 1
 
     def state(self) -> dict[str, Any]:
         if self._sum_log is None:
             return {"count": 0}
-        return {"count": self._count, "sum_log": self._sum_log.astype(np.float64)}
+        return {"count": self._count, "sum_log": self._sum_log}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self._count = int(state.get("count", 0))

@@ -1,9 +1,13 @@
-"""Per-layer contrast windows: which RGB contrast means 1, 2, 3 ... layers.
+"""Which contrast means 1, 2, 3 ... layers: the material's thin-film curve in contrast space.
 
-The default model comes from the material's thin-film optics at the chip's oxide thickness
-(`flakehunter.optics.layer_contrast`). Each layer count owns a ball around its predicted contrast,
-half as wide as the distance to the nearest other class (substrate included), so windows never
-overlap. Pixels outside every ball are "other": thick flakes, residue, dust.
+The predicted contrasts of 0 (substrate), 1, 2, ... K layers at the chip's oxide thickness
+(`flakehunter.optics.layer_contrast`) form a polyline in RGB contrast space. Every pixel is
+projected onto it, which gives two numbers:
+
+* a continuous *layer coordinate* s (0 on substrate, 1 at the monolayer's contrast, 1.5 halfway
+  between 1L and 2L ...), whose rounding is the pixel's layer count; a blurred or partly covered
+  pixel lands between classes instead of off the curve;
+* the *distance* from the curve; pixels far from it are "other" (thick flakes, residue, dust).
 """
 
 from __future__ import annotations
@@ -21,65 +25,76 @@ MONO_WEIGHTS = np.array([0.299, 0.587, 0.114])
 
 @dataclass(frozen=True)
 class LayerModel:
-    """Predicted contrast per layer count and each class's acceptance radius.
+    """The contrast of each layer count, and how far from that curve a pixel may lie.
 
     Attributes:
-        layers: layer counts, ascending (1, 2, ... max).
-        centroids: (len(layers), channels) contrast C = I/background − 1 per channel.
-        radii: acceptance radius of each layer class in contrast units.
-        substrate_radius: pixels closer than this to zero contrast are substrate.
+        layers: layer counts 1..K, ascending.
+        centroids: (K, channels) contrast C = I/background − 1 per channel.
+        tube_radius: largest distance from the curve of a thin-flake pixel, in contrast units.
     """
 
     material: str
     oxide_nm: float
     layers: np.ndarray
     centroids: np.ndarray
-    radii: np.ndarray
-    substrate_radius: float
+    tube_radius: float = 0.06
 
     @classmethod
     def from_thin_film(
-        cls, material: Material, oxide_nm: float, max_layers: int = 12, *, channels: int = 3,
-        max_radius: float = 0.08, min_radius: float = 0.02,
+        cls, material: Material, oxide_nm: float, max_layers: int = 12, *, channels: int = 3, tube_radius: float = 0.06
     ) -> LayerModel:
         from flakehunter.optics import layer_contrast
 
         layers = np.arange(1, max_layers + 1)
         rgb = np.array([layer_contrast(material, int(n), oxide_nm) for n in layers], float)
         centroids = rgb if channels == 3 else (rgb @ MONO_WEIGHTS)[:, None]
-        return cls.from_centroids(material.name, oxide_nm, layers, centroids, max_radius, min_radius)
-
-    @classmethod
-    def from_centroids(
-        cls, material: str, oxide_nm: float, layers: np.ndarray, centroids: np.ndarray,
-        max_radius: float = 0.08, min_radius: float = 0.02,
-    ) -> LayerModel:
-        points = np.vstack([np.zeros((1, centroids.shape[1])), centroids])
-        dist = np.linalg.norm(points[:, None, :] - points[None, :, :], axis=-1)
-        np.fill_diagonal(dist, np.inf)
-        radii = np.clip(0.5 * dist.min(axis=1), min_radius, max_radius)
-        return cls(material, oxide_nm, np.asarray(layers), np.asarray(centroids, float), radii[1:], float(radii[0]))
+        return cls(material.name, oxide_nm, layers, centroids, tube_radius)
 
     @property
     def channels(self) -> int:
         return int(self.centroids.shape[1])
 
-    def classify(self, contrast: np.ndarray) -> np.ndarray:
-        """Layer count per pixel of ``contrast`` (..., channels): 0 substrate, -1 other."""
-        flat = contrast.reshape(-1, self.channels).astype(np.float32)
-        labels = np.full(flat.shape[0], SUBSTRATE, np.int16)
-        magnitude = np.linalg.norm(flat, axis=1)
-        todo = np.flatnonzero(magnitude >= self.substrate_radius)  # most pixels are bare substrate
-        if todo.size:
-            pts = flat[todo]
-            d = np.linalg.norm(pts[:, None, :] - self.centroids[None, :, :].astype(np.float32), axis=-1)
-            nearest = np.argmin(d, axis=1)
-            inside = d[np.arange(len(todo)), nearest] < self.radii[nearest]
-            labels[todo] = np.where(inside, self.layers[nearest], OTHER)
-        return labels.reshape(contrast.shape[:-1])
+    @property
+    def substrate_gate(self) -> float:
+        """Pixels closer than this to zero contrast are substrate without further work."""
+        return 0.35 * float(np.linalg.norm(self.centroids[0]))
 
-    def nearest(self, contrast: np.ndarray) -> tuple[int, float]:
-        """The layer count nearest to one contrast vector and its distance in units of its radius."""
-        d = np.linalg.norm(self.centroids - np.asarray(contrast, float)[None, :], axis=1)
-        k = int(np.argmin(d))
-        return int(self.layers[k]), float(d[k] / self.radii[k])
+    def centroid(self, layers: int) -> np.ndarray:
+        return self.centroids[int(np.flatnonzero(self.layers == layers)[0])]
+
+    def project(self, contrast: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Layer coordinate s and distance d from the curve for (N, channels) contrasts."""
+        pts = np.asarray(contrast, np.float32).reshape(-1, self.channels)
+        nodes = np.vstack([np.zeros((1, self.channels)), self.centroids]).astype(np.float32)
+        best_d = np.full(len(pts), np.inf, np.float32)
+        best_s = np.zeros(len(pts), np.float32)
+        for k in range(len(nodes) - 1):
+            a, b = nodes[k], nodes[k + 1]
+            ab = b - a
+            t = np.clip((pts - a) @ ab / float(ab @ ab), 0.0, 1.0)
+            d = np.linalg.norm(pts - (a + t[:, None] * ab), axis=1)
+            closer = d < best_d
+            best_d[closer] = d[closer]
+            best_s[closer] = k + t[closer]
+        # Beyond the thickest modelled class, keep counting along the last segment's direction.
+        last_a, last_b = nodes[-2], nodes[-1]
+        seg = last_b - last_a
+        beyond = ((pts - last_b) @ seg) > 0
+        if beyond.any():
+            extra = ((pts[beyond] - last_b) @ seg) / float(seg @ seg)
+            best_s[beyond] = len(nodes) - 1 + extra
+        return best_s, best_d
+
+    def classify(self, contrast: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per pixel of ``contrast`` (..., channels): layer label (0 substrate, -1 other, or the
+        rounded layer count) and the continuous layer coordinate (NaN where not on the curve)."""
+        flat = contrast.reshape(-1, self.channels)
+        labels = np.zeros(flat.shape[0], np.int16)
+        coord = np.zeros(flat.shape[0], np.float32)
+        todo = np.flatnonzero(np.linalg.norm(flat, axis=1) >= self.substrate_gate)  # most pixels are substrate
+        if todo.size:
+            s, d = self.project(flat[todo])
+            on_curve = d <= self.tube_radius
+            labels[todo] = np.where(on_curve, np.rint(s).astype(np.int16), OTHER)
+            coord[todo] = np.where(on_curve, s, np.nan)
+        return labels.reshape(contrast.shape[:-1]), coord.reshape(contrast.shape[:-1])

@@ -15,6 +15,7 @@ Steps per image:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import cv2
@@ -23,8 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flakehunter.detection.background import BackgroundModel
 from flakehunter.detection.base import Detection, DetectionContext
-from flakehunter.detection.layers import SUBSTRATE, LayerModel
+from flakehunter.detection.layers import LayerModel
 from flakehunter.tiles import ImageMeta
+
+log = logging.getLogger(__name__)
 
 
 class ContrastOptions(BaseModel):
@@ -32,10 +35,10 @@ class ContrastOptions(BaseModel):
 
     report_layers: list[int] | None = Field(None, description="Layer counts to report; default: the material's targets")
     max_model_layers: int = Field(12, ge=1, le=40, description="Thickest class modelled, so thicker is not mistaken")
-    min_area_um2: float = Field(10.0, gt=0, description="Smallest region reported")
+    min_area_um2: float = Field(25.0, gt=0, description="Smallest region reported (a ~5 µm flake)")
     smoothing_px: int = Field(1, ge=1, description="Box filter on the contrast image (odd); 1 = none")
-    majority_px: int = Field(3, ge=1, description="Median filter on the label image (odd)")
-    halo_px: int = Field(3, ge=0, description="Band around other classes where a region cannot have its core")
+    majority_px: int = Field(1, ge=1, description="Median filter on the label image (odd); 1 = none")
+    halo_px: int = Field(2, ge=0, description="Band around other classes where a region cannot have its core")
     min_core_fraction: float = Field(0.2, ge=0, le=1)
     min_chroma_ratio: float = Field(
         0.4, ge=0, description="Reject regions greyer than this fraction of the class's predicted colourfulness"
@@ -87,11 +90,14 @@ class ContrastDetector:
     def detect(self, image: np.ndarray, meta: ImageMeta, detections: list[Detection]) -> list[Detection]:
         contrast = self.contrast_image(image)
         model = self.layer_model(contrast.shape[-1])
-        labels = model.classify(contrast)
-        # Majority filter: uint8 codes keep the ordering (substrate 0 < layers < other 255).
-        codes = np.where(labels < 0, 255, labels).astype(np.uint8)
+        labels, coord = model.classify(contrast)
+        # Majority filter on uint8 codes that keep the order substrate 0 < layers < other 255.
+        codes = np.where(labels < 0, 255, np.minimum(labels, 254)).astype(np.uint8)
         if self.options.majority_px > 1:
             codes = cv2.medianBlur(codes, self.options.majority_px | 1)
+        small = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
+        # "Other" that matters (thick flakes, residue) is more than a stray noisy pixel.
+        other = cv2.morphologyEx((codes == 255).astype(np.uint8), cv2.MORPH_OPEN, small)
         pixel_um = meta.pixel_size_um or self.context.pixel_size_um or 1.0
         min_area_px = max(self.options.min_area_um2 / pixel_um**2, 4.0)
         halo = self.options.halo_px
@@ -103,7 +109,7 @@ class ContrastDetector:
             if not mask.any():
                 continue
             # Rims of thicker flakes (and of anything else) blur through this class's colour.
-            foreign = ((codes > layers) & (codes != SUBSTRATE)).astype(np.uint8)
+            foreign = (((codes > layers) & (codes != 255)) | (other > 0)).astype(np.uint8)
             band = cv2.dilate(foreign, kernel) if kernel is not None else foreign
             count, comp, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
             for i in range(1, count):
@@ -116,16 +122,26 @@ class ContrastDetector:
                 core = region & (band[r0:r1, c0:c1] == 0)
                 core_px = int(core.sum())
                 if core_px < max(4, self.options.min_core_fraction * area):
+                    log.debug(
+                        "%dL region at %s: rim or halo (core %d of %d px)", layers, _at(centroids[i]), core_px, area
+                    )
                     continue  # a halo or rim: no interior of its own
-                median = np.median(contrast[r0:r1, c0:c1][_interior(core)], axis=0)
-                fitted, distance = model.nearest(median)
-                if fitted not in self.report_layers or distance > 1.0:
+                inner = _interior(core)
+                median = np.median(contrast[r0:r1, c0:c1][inner], axis=0)
+                s_med = float(np.nanmedian(coord[r0:r1, c0:c1][inner]))
+                _, (distance,) = model.project(median[None, :])
+                fitted = round(s_med)
+                if fitted not in self.report_layers or distance > 0.5 * model.tube_radius:
+                    log.debug("%dL region at %s: plateau fits %.2f layers, %.3f off the curve", layers,
+                              _at(centroids[i]), s_med, distance)
                     continue
                 if model.channels == 3 and _chroma(median) < self.options.min_chroma_ratio * _chroma(
-                    model.centroids[model.layers == fitted][0]
+                    model.centroid(fitted)
                 ):
+                    log.debug("%dL region at %s: achromatic (dust)", layers, _at(centroids[i]))
                     continue  # achromatic where the material is coloured: dust or debris
-                fit_score = float(np.exp(-2.0 * distance**2))
+                fit_score = float(np.exp(-0.5 * (distance / (0.25 * model.tube_radius)) ** 2))
+                layer_score = float(np.exp(-0.5 * ((s_med - fitted) / 0.25) ** 2))
                 size_score = float(area / (area + min_area_px))
                 out.append(
                     Detection(
@@ -134,12 +150,12 @@ class ContrastDetector:
                         area_px=float(area),
                         layers=fitted,
                         layer_class=f"{fitted}L",
-                        score=fit_score * (0.5 + 0.5 * size_score),
+                        score=fit_score * layer_score * (0.5 + 0.5 * size_score),
                         bbox=(int(r0), int(c0), int(r1), int(c1)),
                         touches_border=bool(r0 == 0 or c0 == 0 or r1 == rows or c1 == cols),
                         contrast_rgb=_as_rgb(median),
                         detector=self.name,
-                        extra={"core_px": core_px},
+                        extra={"core_px": core_px, "layer_coordinate": round(s_med, 3)},
                     )
                 )
         return out
@@ -153,6 +169,10 @@ def _interior(core: np.ndarray, depth_px: float = 2.0) -> np.ndarray:
     if inner.sum() >= 3:
         return inner
     return core & (dist >= np.median(dist[core]))
+
+
+def _at(centroid: np.ndarray) -> str:
+    return f"row {centroid[1]:.0f}, col {centroid[0]:.0f}"
 
 
 def _chroma(rgb: np.ndarray) -> float:
