@@ -21,14 +21,11 @@ Contract (DESIGN.md §4, "Tile files" and "Units and axes"):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-import re
 import struct
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +36,7 @@ import cv2
 import numpy as np
 import tifffile
 
+from flakehunter.atomic import atomic_write, is_temp_name
 from flakehunter.errors import InputError, RuntimeFailure
 
 __all__ = [
@@ -59,8 +57,6 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 _FH_KEY = "flakehunter"
 _FH_FORMAT = 1
 
-# Temporary names of in-progress writes: ".{name}.tmp-{pid}-{random}".
-_TEMP_RE = re.compile(r"^\..+\.tmp-\d+(-[0-9a-f]+)?$")
 
 # Length units as OME writes them (UnitsLength), converted to µm. "reference frame" is OME's default for
 # stage positions; acquisition software that leaves the unit out means µm, so both count as µm.
@@ -111,7 +107,7 @@ def tile_filename(index: int, grid_row: int, grid_col: int) -> str:
 
 def is_temp_file(path: str | Path) -> bool:
     """True for the temporary name of a tile that ``write_tile`` has not finished writing."""
-    return bool(_TEMP_RE.match(Path(path).name))
+    return is_temp_name(path)
 
 
 def iter_image_files(paths: Iterable[Path], recursive: bool = True) -> list[Path]:
@@ -229,22 +225,12 @@ def write_tile(
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RuntimeFailure(f"{path}: could not create the folder ({_one_line(exc)})") from exc
-    # Same folder, so os.replace is a rename on one file system and readers never see a partial file.
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        with open(tmp, "xb") as fh:
+        with atomic_write(path, "wb") as fh:
             # Through the module attribute so tests can inject a failure here.
             tifffile.imwrite(fh, image, photometric=photometric, metadata=metadata, ome=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:  # includes KeyboardInterrupt: never leave a temporary file behind
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise RuntimeFailure(f"{path}: could not write tile ({_one_line(exc)})") from exc
-        raise
-    _fsync_dir(path.parent)
+    except OSError as exc:
+        raise RuntimeFailure(f"{path}: could not write tile ({_one_line(exc)})") from exc
     return path
 
 
@@ -255,19 +241,6 @@ def _checked_float(name: str, value: float | None, path: Path) -> float | None:
     if not math.isfinite(value):
         raise ValueError(f"{path}: {name} must be finite, got {value}")
     return value
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (a power cut must not lose a tile the scan counted as written)."""
-    if os.name != "posix":  # directories cannot be opened for fsync on Windows
-        return
-    # Best effort: the file's data is already synced, and some file systems (network mounts) refuse this.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------- reading

@@ -26,6 +26,7 @@ from flakehunter import registry as fh_registry
 from flakehunter.errors import PluginError
 from flakehunter.hookspecs import hookimpl
 from flakehunter.materials import Material
+from tests.conftest import SMALL_SCAN, deep_update
 
 BUILTINS = {
     "contrast": {"registered": ["detector contrast"], "hooks": {"register_detectors"}},
@@ -56,36 +57,21 @@ def register_stages(register):
     register("fancy", FancyStage)
 '''
 
-#: The demo, shrunk: 200 x 300 px frames over a 800 x 800 µm chip with a few flakes, instant moves.
-TINY_SCAN: dict[str, Any] = {
-    "name": "tiny",
-    "seed": 5,
-    "stage": {
-        "plugin": "simulator",
-        "limits_um": {"x_um": [-5000, 30000], "y_um": [-5000, 30000], "z_um": [-500, 500]},
-        "options": {"speed_um_s": 0, "settle_s": 0, "time_scale": 0},
-    },
-    "camera": {
-        "plugin": "simulator",
-        "options": {
-            "shape": [200, 300],
-            "chip": {
-                "origin_um": [0, 0],
-                "size_um": [800, 800],
-                "thin_flakes": 4,
-                "thick_flakes": 2,
-                "multilayer_flakes": 1,
-                "residue_blobs": 2,
-            },
+#: A very small scan: 800 x 800 µm with a 200 x 300 px camera and a handful of objects.
+TINY_SCAN: dict[str, Any] = deep_update(
+    SMALL_SCAN,
+    {
+        "seed": 5,
+        "camera": {
+            "options": {
+                "shape": [200, 300],
+                "chip": {"size_um": [800, 800], "thin_flakes": 4, "thick_flakes": 2, "multilayer_flakes": 1,
+                         "residue_blobs": 2, "dust": 10},
+            }
         },
+        "region": {"rectangle": {"corner1_um": [0, 0], "corner2_um": [800, 800]}},
     },
-    "optics": {"pixel_size_um": 1.15},
-    "region": {"rectangle": {"corner1_um": [0, 0], "corner2_um": [800, 800]}},
-    "overlap_percent": 10,
-    "order": "snake",
-    "material": {"name": "graphene", "oxide_nm": 90},
-    "detectors": [{"name": "contrast"}],
-}
+)
 
 
 @pytest.fixture(autouse=True)

@@ -2,10 +2,10 @@
 
 Vignetting (10-30 %) is larger than the contrast of a monolayer (5-15 %), so every image is
 divided by its background before contrast is measured. The background of one tile is a smooth
-surface fitted to block means with robust weights, so flakes, dust and residue (a few per cent of
-the area) do not pull it. Across tiles, the normalised surfaces are averaged into a flat field;
-once a few tiles are in, each tile only fits its level and a gentle tilt on top of that flat field,
-which stays right on a tile crowded with thick flakes.
+surface fitted to block means with robust weights, started from the blocks near each channel's
+histogram mode (the bare substrate), so flakes, dust and residue do not pull it. Across tiles, the
+normalised surfaces are averaged into a flat field; once a few tiles are in, each tile only fits its
+level and a gentle tilt on top of that flat field, which stays right on a tile crowded with thick flakes.
 """
 
 from __future__ import annotations
@@ -38,9 +38,13 @@ def _terms(degree: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(degree + 1) for j in range(degree + 1 - i)]
 
 
-def robust_surface(values: np.ndarray, degree: int, iterations: int = 6) -> tuple[np.ndarray, np.ndarray]:
+def robust_surface(
+    values: np.ndarray, degree: int, iterations: int = 6, start_window: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Fit a 2-D polynomial to a (rows, cols) grid with Tukey-biweight reweighting.
 
+    With ``start_window``, the first fit uses only the cells within that distance of the values'
+    histogram mode (the bare substrate), so a tile mostly covered by a thick flake starts right.
     Returns (coefficient matrix A of shape (degree+1, degree+1) for ``R @ A @ C.T``, inlier weights
     of the grid). Grid cells far from the surface (flakes, dust) end with weight 0.
     """
@@ -50,6 +54,10 @@ def robust_surface(values: np.ndarray, degree: int, iterations: int = 6) -> tupl
     design = np.stack([np.outer(br[:, i], bc[:, j]).ravel() for i, j in terms], axis=1)
     y = values.ravel().astype(np.float64)
     w = np.ones_like(y)
+    if start_window is not None:
+        near_mode = np.abs(y - histogram_mode(y)) <= start_window
+        if near_mode.sum() > len(terms) * 3:
+            w = near_mode.astype(float)
     coef = np.zeros(len(terms))
     for _ in range(iterations):
         sw = np.sqrt(w)
@@ -121,11 +129,12 @@ class BackgroundModel:
         inliers = np.empty(channels)
         for ch in range(channels):
             if flat is None:
-                a, w = robust_surface(log_blocks[..., ch], FULL_DEGREE)
+                # Substrate spans the vignetting (up to ~30 %) around the mode; thick flakes lie further.
+                a, w = robust_surface(log_blocks[..., ch], FULL_DEGREE, start_window=0.3)
                 surfaces[..., ch] = np.exp(evaluate_surface(a, *blocks.shape[:2]))
             else:
                 # Level and a gentle tilt (oxide gradient) on top of the learnt flat field.
-                a, w = robust_surface(log_blocks[..., ch] - np.log(flat[..., ch]), 1)
+                a, w = robust_surface(log_blocks[..., ch] - np.log(flat[..., ch]), 1, start_window=0.08)
                 surfaces[..., ch] = flat[..., ch] * np.exp(evaluate_surface(a, *blocks.shape[:2]))
             inliers[ch] = float((w > 0.5).mean())
         if inliers.min() >= self.min_inliers:

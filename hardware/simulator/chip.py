@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from pydantic import (
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon
 from shapely.strtree import STRtree
 
+from flakehunter.atomic import write_text_atomic
 from flakehunter.errors import ConfigError
 from flakehunter.materials import Material
 
@@ -432,29 +432,7 @@ class ChipLayout:
 
     def save_json(self, path: str | os.PathLike[str]) -> None:
         """Write the layout atomically: a temp file in the same folder, fsync, then rename over ``path``."""
-        path = Path(path)
-        text = _dump_layout(self.to_dict())
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        # Persist the rename itself; not every platform can open a directory.
-        try:
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(dir_fd)
-        except OSError:
-            pass
-        finally:
-            os.close(dir_fd)
+        write_text_atomic(path, _dump_layout(self.to_dict()))
 
     @classmethod
     def load_json(cls, path: str | os.PathLike[str]) -> ChipLayout:
