@@ -1,12 +1,12 @@
-"""Accuracy and speed of a simulated scan against the simulator's ground truth.
+"""Accuracy and speed of the demo scan against the simulator's ground truth.
 
-    python benchmarks/scan_accuracy.py                       # the demo chip (configs/demo.yaml)
+    python benchmarks/scan_accuracy.py                         # the demo chip (configs/demo.yaml)
     python benchmarks/scan_accuracy.py CONFIG [--seeds 7 8 9]  # other configs or chips
 
-Each seed runs ``flakehunter scan`` into a fresh run directory (the config's seed is replaced),
-then scores candidates against truth.json: recall of 1–2L and 1–3L flakes of at least 50 µm²,
+Each seed runs ``flakehunter scan`` into a fresh run directory (the config's seed is replaced) and
+scores it with ``flakehunter evaluate``: recall of 1–2L and 1–3L flakes of at least 50 µm²,
 precision of reported 1–3L candidates (within 3 µm of a real 1–3L flake), layer accuracy among
-matched candidates, duplicates and position error; and the scan's wall time and tiles/s.
+matched candidates, duplicates, position error, crystal-axis error; and the scan's speed.
 """
 
 from __future__ import annotations
@@ -14,44 +14,34 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import yaml
-
-from flakehunter.candidates import read_candidates
-from flakehunter.detection.evaluation import load_truth, match, summarize
-
-REPO = Path(__file__).resolve().parents[1]
+from _simulated_scan import FLAKEHUNTER, REPO, print_table, scan_and_evaluate
 
 
 def run_one(config: Path, seed: int, work: Path) -> dict:
     data = yaml.safe_load(config.read_text())
     data["seed"] = seed
-    cfg = work / f"seed{seed}.yaml"
-    cfg.write_text(yaml.safe_dump(data))
-    run_dir = work / f"run{seed}"
-    subprocess.run(
-        [sys.executable, "-m", "flakehunter", "scan", str(cfg), "--out", str(run_dir), "--no-progress"],
-        check=True, cwd=REPO, stdout=subprocess.DEVNULL,
-    )
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    m = match(read_candidates(run_dir), load_truth(run_dir / "truth.json"), tolerance_um=3.0)
-    s12 = summarize(m, layers=(1, 2), min_area_um2=50)
-    s13 = summarize(m, layers=(1, 2, 3), min_area_um2=50)
+    metrics, manifest = scan_and_evaluate(data, work, f"seed{seed}")
+    recall_12 = json.loads(subprocess.run(
+        [*FLAKEHUNTER, "evaluate", str(work / f"seed{seed}"), "--layers", "1,2", "--json", "--out",
+         str(work / f"seed{seed}-12")], check=True, capture_output=True, text=True, cwd=REPO).stdout)
     tiles = manifest["summary"]["tiles_total"]
     return {
-        "seed": seed,
+        "seed": f"seed {seed}",
         "tiles": tiles,
-        "flakes_1_2L": s12["truth_flakes"],
-        "flakes_1_3L": s13["truth_flakes"],
-        "recall_1_2L": s12["recall"],
-        "recall_1_3L": s13["recall"],
-        "precision_1_3L": s13["precision"],
-        "layer_accuracy": s13["layer_accuracy"],
-        "duplicates": s13["duplicates"],
-        "position_error_um": s13["position_error_um"],
+        "flakes_1_2L": recall_12["truth_flakes"],
+        "flakes_1_3L": metrics["truth_flakes"],
+        "recall_1_2L": recall_12["recall"],
+        "recall_1_3L": metrics["recall"],
+        "precision_1_3L": metrics["precision"],
+        "layer_accuracy": metrics["layer_accuracy"],
+        "duplicates": metrics["duplicates"],
+        "position_error_um": metrics["position_error_um"],
+        "axis_rms_deg": metrics["orientation_rms_deg"],
+        "axis_reported": f"{metrics['orientation_reported']}/{metrics['orientation_flakes']}",
         "wall_s": manifest["summary"]["wall_s"],
         "tiles_per_s": tiles / manifest["summary"]["wall_s"],
         "detect_tiles_per_s": tiles / manifest["summary"]["detect_s"],
@@ -68,12 +58,7 @@ def main() -> None:
         for seed in args.seeds:
             rows.append(run_one(args.config, seed, Path(tmp)))
             print(json.dumps(rows[-1]), flush=True)
-    keys = [k for k in rows[0] if k != "seed"]
-    print("\n| metric | " + " | ".join(f"seed {r['seed']}" for r in rows) + " |")
-    print("|---|" + "---|" * len(rows))
-    for k in keys:
-        cells = [f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for r in rows]
-        print(f"| {k} | " + " | ".join(cells) + " |")
+    print_table(rows, "seed")
 
 
 if __name__ == "__main__":

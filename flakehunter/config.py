@@ -60,6 +60,14 @@ class OpticsConfig(StrictModel):
     rotation_deg: float = 0.0
     flip_rows: bool = False
     flip_cols: bool = False
+    flatfield: list[Path] = Field(
+        default_factory=list, description="Images of bare substrate (relative to the config); averaged"
+    )
+
+    @field_validator("flatfield", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str | Path) else v
 
 
 class RectangleRegion(StrictModel):
@@ -119,11 +127,29 @@ class RegionConfig(StrictModel):
 
 
 class FocusConfig(StrictModel):
-    """``none``: every tile at ``z_um``; ``plane``: z from a plane through user-measured points."""
+    """How each tile's z is chosen (see `flakehunter.focus`).
 
-    mode: Literal["none", "plane"] = "none"
+    ``none``: every tile at ``z_um``; ``plane``: z from a plane through user-measured ``points_um``;
+    ``map``: autofocus at a grid of points (or ``map_points_um``) before the scan, fit a ``surface``,
+    take every tile's z from it; ``autofocus``: the map, plus a fresh autofocus every ``every_n_tiles``
+    tiles. Searches span ``range_um`` around the seed (``z_um``, then the map) in ``coarse_step_um``,
+    then ``fine_step_um`` steps, always approaching from ``backlash_um`` below.
+    """
+
+    mode: Literal["none", "plane", "map", "autofocus"] = "none"
     z_um: float = 0.0
     points_um: list[tuple[float, float, float]] = Field(default_factory=list, validate_default=True)
+    map_points_um: list[tuple[float, float]] = Field(default_factory=list)
+    grid: tuple[int, int] = (3, 3)
+    surface: Literal["plane", "quadratic"] = "plane"
+    metric: Literal["normalized_variance", "laplacian", "tenengrad"] = "tenengrad"
+    range_um: PositiveFloat = 100.0
+    coarse_step_um: PositiveFloat = 10.0
+    fine_step_um: PositiveFloat = 2.0
+    backlash_um: NonNegativeFloat = 20.0
+    max_slope_um_per_mm: PositiveFloat = 50.0
+    min_contrast: float = Field(1.1, gt=1.0)
+    every_n_tiles: int = Field(1, ge=1)
 
     @field_validator("points_um")
     @classmethod
@@ -131,6 +157,23 @@ class FocusConfig(StrictModel):
         if info.data.get("mode") == "plane" and len(v) < 3:
             raise ValueError(f"mode 'plane' needs at least 3 points [x, y, z], got {len(v)}")
         return v
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 1:
+            raise ValueError(f"expected [rows, cols] of at least 1, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _steps(self) -> FocusConfig:
+        if self.fine_step_um >= self.coarse_step_um:
+            raise ValueError(
+                f"fine_step_um ({self.fine_step_um:g}) must be smaller than coarse_step_um ({self.coarse_step_um:g})"
+            )
+        if self.range_um < 2 * self.coarse_step_um:
+            raise ValueError(f"range_um ({self.range_um:g}) must span at least two coarse steps")
+        return self
 
 
 class MaterialConfig(StrictModel):
@@ -162,6 +205,28 @@ class ScanConfig(StrictModel):
     material: MaterialConfig
     detectors: list[DetectorSection] = Field(default_factory=lambda: [DetectorSection(name="contrast")])
     output: OutputConfig = OutputConfig()
+
+
+class WatchOptions(StrictModel):
+    """How the watch folder decides that a file is complete, retries, and reports."""
+
+    settle_s: NonNegativeFloat = Field(2.0, description="Size and mtime unchanged this long before a file is read")
+    poll_interval_s: PositiveFloat = Field(2.0, description="Folder polling period with --polling")
+    retry_initial_s: PositiveFloat = Field(1.0, description="First wait after a file fails to parse; doubles")
+    retry_max_s: PositiveFloat = Field(60.0, description="Longest wait between two attempts")
+    max_attempts: int = Field(8, ge=1, description="Failed parses of an unchanged file before it is quarantined")
+    rescan_s: PositiveFloat = Field(300.0, description="Full rescan of the folder, in case an event was lost")
+    status_interval_s: PositiveFloat = Field(60.0, description="Period of the status line")
+
+
+class DetectConfig(StrictModel):
+    """Detection on images written by other software (``flakehunter watch --config``)."""
+
+    material: MaterialConfig
+    pixel_size_um: PositiveFloat | None = Field(None, description="Used where a file's metadata has none")
+    detectors: list[DetectorSection] = Field(default_factory=lambda: [DetectorSection(name="contrast")])
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    watch: WatchOptions = WatchOptions()
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -286,6 +351,21 @@ def read_yaml(path: str | Path) -> Any:
 def load_config(path: str | Path) -> ScanConfig:
     """Read and validate ``wafer.yaml``; raises `ConfigError` naming the file and field."""
     return parse_config(read_yaml(path), path)
+
+
+def parse_detect_config(data: Any, path: str | Path | None = None) -> DetectConfig:
+    """Validate an already-parsed detect/watch config document."""
+    if not isinstance(data, dict):
+        raise ConfigError(path, None, f"expected a mapping of sections at the top level, got {type(data).__name__}")
+    try:
+        return DetectConfig.model_validate(data)
+    except ValidationError as exc:
+        raise format_validation_error(exc, path, DetectConfig) from None
+
+
+def load_detect_config(path: str | Path) -> DetectConfig:
+    """Read and validate a detect/watch config (``configs/watch.yaml``); `ConfigError` names file and field."""
+    return parse_detect_config(read_yaml(path), path)
 
 
 def validate_plugin_options(

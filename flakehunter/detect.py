@@ -50,6 +50,7 @@ class FileAnalyzer:
         *,
         pixel_size_um: float | None = None,
         ownership: TileOwnership | None = None,
+        overlays: bool = False,
     ) -> None:
         self.run_dir = run_dir
         self.pipeline = pipeline
@@ -57,6 +58,7 @@ class FileAnalyzer:
         self.sink = sink
         self.pixel_size_um = pixel_size_um
         self.ownership = ownership
+        self.overlays = overlays
 
     @staticmethod
     def key(path: Path) -> str:
@@ -65,6 +67,30 @@ class FileAnalyzer:
     def is_done(self, path: Path) -> bool:
         item = self.journal.get(self.key(path))
         return item is not None and item.status == DONE
+
+    def calibrate(self, paths: list[Path]) -> list[dict[str, Any]]:
+        """Let the detectors calibrate on the first readable files before any is analysed.
+
+        Unreadable files are skipped here; `analyse` reports them. The calibration is saved in the
+        journal, so a rerun over the same folder keeps it.
+        """
+        from flakehunter.tiles import read_image
+
+        if not self.pipeline.needs_calibration():
+            return []
+        samples = []
+        for path in paths:
+            if len(samples) >= self.pipeline.calibration_images:
+                break
+            try:
+                samples.append(read_image(path))
+            except InputError:
+                continue
+        if not samples:
+            return []
+        report = self.pipeline.calibrate(samples)
+        self.journal.put_state("pipeline", self.pipeline.state())
+        return report
 
     def analyse(self, path: Path) -> FileResult:
         """Detect in one file. Raises `InputError` (and records the failure) for a bad file."""
@@ -93,15 +119,23 @@ class FileAnalyzer:
             material=self.pipeline.context.material.name,
             z_um=meta.z_um,
             positioned=positioned,
+            orientation_period_deg=self.pipeline.context.material.edge_symmetry_deg,
         )
         if positioned and self.ownership is not None:
             # Overlapping images: report each flake from the image that sees it whole.
-            candidates = [
-                c
+            kept = [
+                (d, c)
                 for d, c in zip(detections, candidates, strict=True)
                 if self.ownership.keeps(key, c.x_um, c.y_um, bbox_polygon(d.bbox, transform, centre, image.shape[:2]))
             ]
+            detections, candidates = [d for d, _ in kept], [c for _, c in kept]
         written = self.sink.add(candidates)
+        if self.overlays:
+            from flakehunter.detection.overlay import save_overlay
+
+            ids = {id(c): c.id for c in written}
+            labels = [f"#{ids.get(id(c), '-')} {c.layer_class} {c.score:.2f}" for c in candidates]
+            save_overlay(self.run_dir / "overlays" / f"{path.stem}.png", image, detections, labels)
         seconds = time.perf_counter() - t0
         with self.journal.transaction():
             self.journal.set(
@@ -141,13 +175,16 @@ def build_pipeline(
     device: str,
     run_dir: Path,
     seed: int = 0,
+    flatfield: tuple[Path, ...] = (),
+    config_dir: Path | None = None,
 ) -> DetectionPipeline:
     try:
         material = registry.material(material_name)
     except InputError as exc:
         raise InputError(f"--material: {exc}") from None
     context = DetectionContext(
-        material=material, oxide_nm=oxide_nm, pixel_size_um=pixel_size_um, device=device, run_dir=run_dir, seed=seed
+        material=material, oxide_nm=oxide_nm, pixel_size_um=pixel_size_um, device=device, run_dir=run_dir,
+        seed=seed, config_dir=config_dir, flatfield=flatfield,
     )
     return DetectionPipeline.from_sections(detectors, registry, context)
 
@@ -161,6 +198,8 @@ def run_detect(
     pixel_size_um: float | None = None,
     detectors: list[DetectorSection] | None = None,
     device: str = "auto",
+    flatfield: tuple[Path, ...] = (),
+    overlays: bool = False,
 ) -> dict[str, Any]:
     """Detect in every image under ``paths`` into ``out``; resumable. Returns the summary.
 
@@ -177,7 +216,8 @@ def run_detect(
     registry = get_registry()
     sections = detectors or [DetectorSection(name="contrast")]
     pipeline = build_pipeline(
-        registry, material, oxide_nm, detectors=sections, pixel_size_um=pixel_size_um, device=device, run_dir=out
+        registry, material, oxide_nm, detectors=sections, pixel_size_um=pixel_size_um, device=device, run_dir=out,
+        flatfield=flatfield, config_dir=Path.cwd(),
     )
     started = time.monotonic()
     bad: dict[str, str] = {}
@@ -188,8 +228,9 @@ def run_detect(
         with CandidateSink(out, done_images=journal.keys(DONE)) as sink:
             analyzer = FileAnalyzer(
                 out, pipeline, journal, sink, pixel_size_um=pixel_size_um,
-                ownership=image_ownership(files, pixel_size_um),
+                ownership=image_ownership(files, pixel_size_um), overlays=overlays,
             )
+            analyzer.calibrate([f for f in files if not analyzer.is_done(f)])
             for path in files:
                 if analyzer.is_done(path):
                     continue
@@ -212,11 +253,11 @@ def run_detect(
                 "updated": datetime.now(UTC).isoformat(timespec="seconds"),
                 "arguments": {
                     "paths": [str(p) for p in paths], "material": material, "oxide_nm": oxide_nm,
-                    "pixel_size_um": pixel_size_um, "device": device,
+                    "pixel_size_um": pixel_size_um, "device": device, "flatfield": [str(p) for p in flatfield],
                     "detectors": [s.model_dump(mode="json") for s in sections],
                 },
                 "calibration": {
-                    "material": material, "oxide_nm": oxide_nm, "method": "thin-film model at nominal oxide"
+                    "material": material, "nominal_oxide_nm": oxide_nm, "detectors": pipeline.calibration_report()
                 },
                 "summary": summary,
                 "files": [

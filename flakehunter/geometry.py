@@ -65,6 +65,13 @@ class PixelTransform:
         dr = inv[1, 0] * dx + inv[1, 1] * dy
         return dr + shape[0] / 2, dc + shape[1] / 2
 
+    def angle_to_stage(self, angle_deg: float) -> float:
+        """The stage-frame direction (deg, atan2(Δy, Δx)) of an image direction atan2(Δrow, Δcol)."""
+        col_step, row_step = self._axes()
+        t = math.radians(angle_deg)
+        direction = math.cos(t) * col_step + math.sin(t) * row_step
+        return math.degrees(math.atan2(direction[1], direction[0]))
+
     def footprint(self, centre_um: tuple[float, float], shape: tuple[int, int]) -> Polygon:
         """The tile's field of view on the stage, as a polygon in µm."""
         rows = np.array([-0.5, -0.5, shape[0] - 0.5, shape[0] - 0.5])

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 PLANNED, ACQUIRED, DONE, FAILED, QUARANTINED = "planned", "acquired", "done", "failed", "quarantined"
+PENDING = "pending"  # seen by the watch folder, not yet finished
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -130,6 +131,45 @@ class Journal:
         with self._lock:
             row = self._db.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
         return unpack_state(row[0]) if row else None
+
+    def delete(self, key: str) -> None:
+        """Forget ``key`` (e.g. a pending file that was removed before it was analysed)."""
+        with self._lock:
+            self._db.execute("DELETE FROM items WHERE key = ?", (key,))
+
+    def iter_items(self, batch: int = 1000) -> Iterator[Item]:
+        """Every item in insertion order, read ``batch`` rows at a time (memory stays flat)."""
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT rowid, key, status, data, updated FROM items WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                    (last, batch),
+                ).fetchall()
+            if not rows:
+                return
+            for r in rows:
+                yield Item(r[1], r[2], json.loads(r[3]), r[4])
+            last = rows[-1][0]
+
+    def find(self, field: str, value: Any, status: str | None = None) -> list[str]:
+        """Keys whose stored ``data[field]`` equals ``value`` (optionally with ``status``), oldest first.
+
+        The first call for a field creates an index on it, so a lookup (e.g. a content hash among
+        100 000 files) stays fast.
+        """
+        if not field.isidentifier():
+            raise ValueError(f"field must be an identifier, got {field!r}")
+        expr = f"json_extract(data, '$.{field}')"
+        with self._lock:
+            self._db.execute(f"CREATE INDEX IF NOT EXISTS items_{field} ON items({expr})")
+            if status is None:
+                rows = self._db.execute(f"SELECT key FROM items WHERE {expr} = ? ORDER BY rowid", (value,))
+            else:
+                rows = self._db.execute(
+                    f"SELECT key FROM items WHERE {expr} = ? AND status = ? ORDER BY rowid", (value, status)
+                )
+            return [r[0] for r in rows.fetchall()]
 
 
 def _json_default(value: Any) -> Any:

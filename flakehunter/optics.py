@@ -250,7 +250,17 @@ class CameraResponse:
 #: Against the RWTH measurements of optics.md §1.7 (graphene 1-4L on 90 nm, WSe2 1-3L on 70 nm) every
 #: channel is within 0.033 except blue: graphene 3L 0.041, 4L 0.046 and WSe2 1L 0.059, which the
 #: measured-curve Nikon model misses by as much.
-DEFAULT_CAMERA = CameraResponse.gaussian(_DEFAULT_CENTRES_NM, _DEFAULT_FWHM_NM, source_temperature_k=3100.0)
+DEFAULT_SOURCE_TEMPERATURE_K = 3100.0
+DEFAULT_CAMERA = CameraResponse.gaussian(
+    _DEFAULT_CENTRES_NM, _DEFAULT_FWHM_NM, source_temperature_k=DEFAULT_SOURCE_TEMPERATURE_K
+)
+
+
+@functools.lru_cache(maxsize=16)
+def camera_with_lamp(source_temperature_k: float) -> CameraResponse:
+    """The default camera's channels under a halogen lamp of another colour temperature (cached, so
+    the contrast cache, keyed by camera identity, stays warm)."""
+    return CameraResponse.gaussian(_DEFAULT_CENTRES_NM, _DEFAULT_FWHM_NM, source_temperature_k=source_temperature_k)
 
 
 def rgb_contrast(films: Sequence[Film], oxide_nm: float, camera: CameraResponse = DEFAULT_CAMERA) -> np.ndarray:

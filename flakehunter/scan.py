@@ -33,6 +33,7 @@ from flakehunter.detection.base import DetectionContext
 from flakehunter.detection.pipeline import DetectionPipeline, bbox_polygon, to_candidates
 from flakehunter.devices import AxisRange, Camera, DeviceContext, Position, Stage, TravelLimits
 from flakehunter.errors import ConfigError, InputError
+from flakehunter.focus import FocusStrategy, MapFocus, make_focus_strategy, planning_focus
 from flakehunter.geometry import PixelTransform, TileOwnership, TilePlan, plan_tiles, region_polygon
 from flakehunter.journal import ACQUIRED, DONE, FAILED, PLANNED, Journal
 from flakehunter.materials import Material
@@ -85,6 +86,7 @@ class ScanPlan:
     fov_um: tuple[float, float]
     region_area_mm2: float
     estimated_s: float
+    focus: FocusStrategy | None = None  # decides each tile's z as it is acquired (flakehunter.focus)
 
     def describe(self) -> dict[str, Any]:
         xs = [t.x_um for t in self.tiles]
@@ -146,7 +148,7 @@ def make_plan(
         fov = transform.grid_fov_um(tuple(camera.shape))
     except ValueError as exc:
         raise ConfigError(config_path, "optics.rotation_deg", str(exc)) from None
-    tiles = plan_tiles(config.region, fov, config.overlap_percent, config.order, config.focus)
+    tiles = plan_tiles(config.region, fov, config.overlap_percent, config.order, planning_focus(config.focus))
     if not tiles:
         raise ConfigError(config_path, "region", "the region yields no tiles")
     _check_travel(tiles, stage.limits, config_path)
@@ -163,7 +165,10 @@ def make_plan(
         estimated += stage.estimate_move_s(here, there) + camera.frame_time_s()
         here = there
     area = region_polygon(config.region).area / 1e6
-    return ScanPlan(config, config_path, tiles, transform, material, stage, camera, fov, area, estimated)
+    focus = make_focus_strategy(config.focus, config.region, stage.limits, config_path)
+    if isinstance(focus, MapFocus):
+        estimated += focus.estimate_s(camera.frame_time_s(), config.focus.coarse_step_um / 200.0, len(tiles))
+    return ScanPlan(config, config_path, tiles, transform, material, stage, camera, fov, area, estimated, focus)
 
 
 def _build_device(
@@ -193,6 +198,11 @@ def _check_travel(tiles: list[TilePlan], limits: TravelLimits, path: Path) -> No
                 f"tile centres span {axis} {lo:.1f}..{hi:.1f} µm, outside the stage's travel "
                 f"stage.limits_um.{axis}_um [{rng.min_um:g}, {rng.max_um:g}]",
             )
+
+
+def _resolve(path: Path, base: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else base / path
 
 
 def _sha256(text: str) -> str:
@@ -235,6 +245,7 @@ class ScanRunner:
         self.on_progress = on_progress
         self._stop = threading.Event()
         self._worker_error: BaseException | None = None
+        self._pipeline: DetectionPipeline | None = None
         self.pm = get_plugin_manager()
         self.registry = get_registry()
         if resume:
@@ -293,6 +304,8 @@ class ScanRunner:
             device=self.device,
             run_dir=self.run_dir,
             seed=self.config.seed,
+            config_dir=self.config_path.parent,
+            flatfield=tuple(_resolve(p, self.config_path.parent) for p in self.config.optics.flatfield),
         )
         pipeline = DetectionPipeline.from_sections(
             self.config.detectors, self.registry, detection_context, self.config_path
@@ -308,6 +321,7 @@ class ScanRunner:
         if saved:
             pipeline.load_state(saved)
         sink = CandidateSink(self.run_dir, done_images=journal.keys(DONE))
+        self._pipeline = pipeline
         ctx = ScanContext(
             self.config, self.config_path, self.run_dir, self.run_id, plan.tiles, plan.transform,
             plan.material, self.registry, plan.stage, plan.camera,
@@ -378,18 +392,41 @@ class ScanRunner:
                 with progress_lock:
                     self.on_progress(done, total, acquired)
 
-        def worker() -> None:
+        remaining = total - done
+        calibrating = pipeline.needs_calibration()
+        held: list[TileRecord] = []  # the first tiles, kept until the detectors have calibrated on them
+
+        def analyse(record: TileRecord) -> None:
             nonlocal done
+            self._analyse(record, ctx, plan, journal, pipeline, sink, ownership, read_image)
+            done += 1
+            report()
+
+        def calibrate_and_release() -> None:
+            nonlocal calibrating, held
+            self._calibrate(held, pipeline, journal, read_image)
+            calibrating = False
+            for r in held:
+                if not self._stop.is_set():
+                    analyse(r)
+            held = []
+
+        def worker() -> None:
             try:
                 while True:
                     record = work.get()
                     if record is None:
+                        if calibrating and held and not self._stop.is_set():
+                            calibrate_and_release()  # fewer tiles than the calibration wants
                         return
                     if self._stop.is_set():
                         continue  # leave queued tiles 'acquired'; --resume analyses them from disk
-                    self._analyse(record, ctx, plan, journal, pipeline, sink, ownership, read_image)
-                    done += 1
-                    report()
+                    if calibrating:
+                        held.append(record)
+                        if len(held) >= min(pipeline.calibration_images, remaining):
+                            calibrate_and_release()
+                        continue
+                    analyse(record)
             except BaseException as exc:
                 self._worker_error = exc
                 self._stop.set()
@@ -413,7 +450,8 @@ class ScanRunner:
                     work.put(record)  # acquired before a crash: analyse the file, do not re-acquire
                     continue
                 t0 = time.perf_counter()
-                plan.stage.move_to_um(tile.x_um, tile.y_um, tile.z_um)
+                z_um = plan.focus.z_for(tile, plan.stage, plan.camera) if plan.focus else tile.z_um
+                plan.stage.move_to_um(tile.x_um, tile.y_um, z_um)
                 t1 = time.perf_counter()
                 image = plan.camera.snap()
                 t2 = time.perf_counter()
@@ -442,6 +480,17 @@ class ScanRunner:
             thread.join()
         if self._worker_error is not None:
             raise self._worker_error
+
+    def _calibrate(
+        self, held: list[TileRecord], pipeline: DetectionPipeline, journal: Journal, read_image: Callable
+    ) -> None:
+        """Calibrate the detectors on the first tiles and save the result before any tile is analysed."""
+        from flakehunter.tiles import ImageMeta
+
+        samples = [(r.image, ImageMeta()) if r.image is not None else read_image(r.path) for r in held]
+        report = pipeline.calibrate(samples)
+        journal.put_state("pipeline", pipeline.state())
+        log.info("calibrated on %d tiles: %s", len(held), report)
 
     def _analyse(
         self, record: TileRecord, ctx: ScanContext, plan: ScanPlan, journal: Journal,
@@ -479,6 +528,7 @@ class ScanRunner:
             to_candidates(
                 detections, image=record.key, shape=shape, centre_um=centre, transform=plan.transform,
                 material=plan.material.name, z_um=meta.z_um, tile=tile.index,
+                orientation_period_deg=plan.material.edge_symmetry_deg,
             ),
             strict=True,
         ):
@@ -562,8 +612,8 @@ class ScanRunner:
             },
             "calibration": {
                 "material": plan.material.name,
-                "oxide_nm": self.config.material.oxide_nm,
-                "method": "thin-film model at nominal oxide",
+                "nominal_oxide_nm": self.config.material.oxide_nm,
+                "detectors": self._pipeline.calibration_report() if self._pipeline else [],
                 "transform": {
                     "pixel_size_um": plan.transform.pixel_size_um,
                     "rotation_deg": plan.transform.rotation_deg,

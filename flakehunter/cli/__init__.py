@@ -41,9 +41,9 @@ def _root(
 
 
 def _register_commands() -> None:
-    from flakehunter.cli import detect, plugins, scan
+    from flakehunter.cli import calibrate, daemon, detect, evaluate, hardware, plugins, scan, simulate, train, watch
 
-    for module in (scan, detect, plugins):
+    for module in (scan, detect, evaluate, calibrate, watch, daemon, plugins, train, simulate, hardware):
         module.register(app)
 
 

@@ -1,11 +1,13 @@
-"""What every command shares: the --debug flag, logging set-up and one-line error reporting."""
+"""What every command shares: the --debug flag, logging set-up, one-line error reporting, graceful stop."""
 
 from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -62,3 +64,20 @@ def reports_errors(func: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def stop_on_signals(request_stop: Callable[[], None], what: str) -> Iterator[None]:
+    """First Ctrl-C or SIGTERM: finish the ``what`` in hand and stop. A second Ctrl-C aborts at once."""
+
+    def handler(signum: int, frame: Any) -> None:
+        request_stop()
+        typer.secho(f"\nstopping after the {what} in hand (Ctrl-C again to abort)", fg=typer.colors.YELLOW, err=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

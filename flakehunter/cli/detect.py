@@ -27,6 +27,18 @@ def detect(
         list[str] | None, typer.Option("--detector", help="Detector to run (repeat for a pipeline).")
     ] = None,
     device: Annotated[str, typer.Option("--device", help="Compute device: auto, cpu or cuda.")] = "auto",
+    profile: Annotated[
+        str | None, typer.Option("--profile", help="Material profile (file or name) from `flakehunter calibrate`.")
+    ] = None,
+    flatfield: Annotated[
+        list[Path] | None, typer.Option("--flatfield", help="Image of bare substrate (repeat to average several).")
+    ] = None,
+    overlays: Annotated[
+        bool, typer.Option("--overlays", help="Also write each image with its candidates drawn (OUT/overlays/).")
+    ] = False,
+    calibration: Annotated[
+        str, typer.Option("--calibration", help="self: fit the real oxide from the images; nominal: trust --oxide-nm.")
+    ] = "self",
 ) -> None:
     """Find candidates in existing images; positions come from OME/Micro-Manager metadata."""
     from flakehunter.compute import check_device_choice
@@ -39,10 +51,23 @@ def detect(
     if pixel_size_um is not None and pixel_size_um <= 0:
         raise InputError(f"--pixel-size-um: expected a positive value, got {pixel_size_um}")
     check_device_choice(device)
-    sections = [DetectorSection(name=name) for name in detector] if detector else None
+    if calibration not in ("self", "nominal"):
+        raise InputError(f"--calibration: expected self or nominal, got {calibration!r}")
+    contrast_options: dict[str, object] = {"calibration": calibration}
+    if profile:
+        contrast_options["profile"] = str(Path(profile).resolve()) if Path(profile).exists() else profile
+    names = detector or ["contrast"]
+    sections = [DetectorSection(name=n, options=contrast_options if n == "contrast" else {}) for n in names]
     summary = run_detect(
-        paths, material=material, oxide_nm=oxide_nm, out=out, pixel_size_um=pixel_size_um,
-        detectors=sections, device=device,
+        paths,
+        material=material,
+        oxide_nm=oxide_nm,
+        out=out,
+        pixel_size_um=pixel_size_um,
+        detectors=sections,
+        device=device,
+        flatfield=tuple(flatfield or ()),
+        overlays=overlays,
     )
     typer.echo(
         f"Detect: {summary['done']}/{summary['files']} files analysed, {summary['candidates']} candidates "

@@ -3,40 +3,18 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from flakehunter.cli._common import reports_errors
+from flakehunter.cli._common import reports_errors, stop_on_signals
 from flakehunter.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
     app.command("scan")(scan)
-
-
-@contextmanager
-def _stop_on_signals(request_stop: Any) -> Iterator[None]:
-    """First Ctrl-C or SIGTERM: finish the current tile and stop. Second Ctrl-C: abort now."""
-
-    def handler(signum: int, frame: Any) -> None:
-        request_stop()
-        typer.secho(
-            "\nstopping after the current tile (Ctrl-C again to abort)", fg=typer.colors.YELLOW, err=True
-        )
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 @reports_errors
@@ -110,7 +88,7 @@ def _run_with_progress(runner: Any, show: bool) -> dict[str, Any]:
             bar.update(task, completed=done, total=total, rate=f"{rate:.2f} tiles/s", acquired=acquired)
 
         runner.on_progress = on_progress
-        with _stop_on_signals(runner.request_stop):
+        with stop_on_signals(runner.request_stop, "tile"):
             return runner.run()
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from flakehunter.errors import InputError
+
 BLOCK_PX = 16  # block size for the background fit; much larger than noise, much smaller than vignetting
 FULL_DEGREE = 4  # a radial 1 - a r² - b r⁴ fall-off is exactly a degree-4 polynomial
 MIN_TILES_FOR_FLAT = 3
@@ -60,8 +62,9 @@ def robust_surface(
             w = near_mode.astype(float)
     coef = np.zeros(len(terms))
     for _ in range(iterations):
-        sw = np.sqrt(w)
-        coef, *_ = np.linalg.lstsq(design * sw[:, None], y * sw, rcond=None)
+        # Weighted normal equations: k x k, far cheaper than a least-squares solve on all cells.
+        dw = design * w[:, None]
+        coef = np.linalg.solve(dw.T @ design + 1e-9 * np.eye(len(terms)), dw.T @ y)
         resid = y - design @ coef
         scale = 1.4826 * np.median(np.abs(resid[w > 0])) + 1e-6
         u = resid / (4.685 * scale)
@@ -104,6 +107,13 @@ class BackgroundModel:
         self._sum_log: np.ndarray | None = None
         self._count = 0
         self._shape: tuple[int, ...] | None = None
+        self._measured: np.ndarray | None = None  # a flat field from images of bare substrate
+
+    def use_flat_field(self, image: np.ndarray) -> None:
+        """Use a measured flat field (bare substrate, same camera and objective) instead of learning one."""
+        img = image.astype(np.float32) if image.ndim == 3 else image.astype(np.float32)[..., None]
+        blocks = block_means(img)
+        self._measured = (blocks / blocks.mean(axis=(0, 1), keepdims=True)).astype(np.float32)
 
     @property
     def tiles_learnt(self) -> int:
@@ -121,9 +131,17 @@ class BackgroundModel:
         img = image if image.ndim == 3 else image[..., None]
         rows, cols, channels = img.shape
         blocks = block_means(img)
-        if self._shape != blocks.shape:
-            self._shape, self._sum_log, self._count = blocks.shape, None, 0
-        flat = self.flat_field()
+        if self._measured is not None:
+            if self._measured.shape != blocks.shape:
+                raise InputError(
+                    f"flat field: it is {self._measured.shape[1] * BLOCK_PX} x {self._measured.shape[0] * BLOCK_PX}"
+                    f" px with {self._measured.shape[2]} channel(s); the image is {cols} x {rows} with {channels}"
+                )
+            flat = self._measured
+        else:
+            if self._shape != blocks.shape:
+                self._shape, self._sum_log, self._count = blocks.shape, None, 0
+            flat = self.flat_field()
         log_blocks = np.log(np.maximum(blocks, 1e-3))
         surfaces = np.empty_like(blocks)
         inliers = np.empty(channels)
@@ -137,7 +155,7 @@ class BackgroundModel:
                 a, w = robust_surface(log_blocks[..., ch] - np.log(flat[..., ch]), 1, start_window=0.08)
                 surfaces[..., ch] = flat[..., ch] * np.exp(evaluate_surface(a, *blocks.shape[:2]))
             inliers[ch] = float((w > 0.5).mean())
-        if inliers.min() >= self.min_inliers:
+        if inliers.min() >= self.min_inliers and self._measured is None:
             self._learn(surfaces)
         full = cv2.resize(surfaces, (cols, rows), interpolation=cv2.INTER_LINEAR)
         return full.reshape(rows, cols, channels)

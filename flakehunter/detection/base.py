@@ -8,6 +8,7 @@ Detections are in the image's pixel coordinates (row, col); the engine maps them
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -31,6 +32,8 @@ class DetectionContext:
             with `flakehunter.compute.resolve_device` and fall back to the CPU under "auto".
         run_dir: the run directory (None for in-memory use).
         seed: the run's seed, for anything stochastic.
+        config_dir: folder that relative paths in the detector options (profiles, flat fields) refer to.
+        flatfield: image(s) of bare substrate taken with this microscope, if the user has them.
     """
 
     material: Material
@@ -39,6 +42,8 @@ class DetectionContext:
     device: str = "auto"
     run_dir: Path | None = None
     seed: int = 0
+    config_dir: Path | None = None
+    flatfield: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -88,3 +93,24 @@ class StatefulDetector(Detector, Protocol):
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what `state` returned."""
+
+
+@runtime_checkable
+class CalibratingDetector(Detector, Protocol):
+    """A detector that calibrates itself on the first images of a run (e.g. the real oxide thickness).
+
+    The engines (scan, detect) call `calibrate` once with the first ``calibration_images`` images
+    before analysing any, so every image is analysed with the same calibration; a detector must also
+    cope without it (watch mode), calibrating from the images as they come.
+    """
+
+    calibration_images: int
+
+    def calibration_needed(self) -> bool:
+        """True until calibrated (or restored from a saved state)."""
+
+    def calibrate(self, samples: Iterable[tuple[np.ndarray, ImageMeta]]) -> dict[str, Any]:
+        """Calibrate on ``samples`` and return a JSON-ready report."""
+
+    def calibration_report(self) -> dict[str, Any]:
+        """What calibration is in use, for the run manifest."""

@@ -1,14 +1,22 @@
-"""Scoring candidates against ground truth (the simulator's truth.json).
+"""Scoring candidates against ground truth: the simulator's truth.json, or label images.
 
 A candidate *lies on* a truth flake when its centre is inside the flake's polygon grown by a
-tolerance (3 µm by default). A truth flake is *found* when at least one candidate lies on it.
-Recall counts found flakes among the truth flakes of interest; precision counts candidates that
-lie on a flake of the layer range of interest; a *duplicate* is a second candidate on one flake.
+tolerance (3 µm by default). A truth flake is *found* when at least one candidate lies on it; a
+second candidate on the same flake is a *duplicate*. Recall counts found flakes among the truth
+flakes of interest (layer range, minimum area); precision counts reported candidates of that layer
+range that lie on a flake of that range; layer accuracy is the share of matched candidates whose
+layer count is right; orientation error is wrapped modulo the material's edge symmetry.
+
+Truth from a simulator is in stage µm. Truth from label images (DESIGN.md §4: pixel value = layer
+count, 0 substrate, 255 ignore) is in the pixels of the image of the same name, and candidates are
+then matched by their (row, col) in that image.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,15 +29,47 @@ from shapely.geometry import MultiPolygon, Polygon
 from flakehunter.candidates import Candidate
 from flakehunter.errors import InputError
 
+IGNORE_LABEL = 255
+LABEL_SUFFIXES = (".png", ".tif", ".tiff")
+
 
 @dataclass(frozen=True)
 class TruthFlake:
+    """One true flake. ``image`` is None for stage-µm truth, else the image stem its pixel polygon belongs to."""
+
     id: int
     layers: int
     theta_deg: float | None
     area_um2: float
     polygon: Polygon | MultiPolygon
     straight_edges: bool = True
+    image: str | None = None
+
+
+def image_key(path: str) -> str:
+    """What ties a candidate's image to a label image: the file name without (OME-)TIFF/PNG/JPEG suffixes."""
+    name = Path(path).name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpeg", ".jpg"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+LABEL_TAGS = ("_labels", "_label", "-labels", "-label", ".labels", ".label")
+
+
+def is_label_name(path: str | Path) -> bool:
+    """Whether a file is named like a label image (``IMAGE_label.png`` and similar)."""
+    return image_key(str(path)).lower().endswith(LABEL_TAGS)
+
+
+def label_key(path: str | Path) -> str:
+    """The image key a label image belongs to: its name without suffix and without a ``_label`` tag."""
+    key = image_key(str(path))
+    for tag in LABEL_TAGS:
+        if key.lower().endswith(tag):
+            return key[: -len(tag)]
+    return key
 
 
 def load_truth(path: str | Path) -> list[TruthFlake]:
@@ -57,6 +97,41 @@ def load_truth(path: str | Path) -> list[TruthFlake]:
     return flakes
 
 
+def load_label_truth(labels: Sequence[Path], pixel_size_um: dict[str, float]) -> list[TruthFlake]:
+    """Flakes of label images: each connected region of one layer value is a flake.
+
+    ``pixel_size_um`` maps image keys to their pixel size, to express areas in µm².
+    """
+    import cv2
+
+    from flakehunter.tiles import read_image
+
+    flakes: list[TruthFlake] = []
+    for path in labels:
+        key = label_key(path)
+        if key not in pixel_size_um:
+            continue
+        p = pixel_size_um[key]
+        label, _ = read_image(path)
+        if label.ndim == 3:
+            label = label[..., 0]
+        for value in sorted(int(v) for v in np.unique(label) if 0 < v < IGNORE_LABEL):
+            mask = (label == value).astype(np.uint8)
+            count, comp = cv2.connectedComponents(mask, connectivity=8)
+            for i in range(1, count):
+                contours, _ = cv2.findContours((comp == i).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+                polys = [Polygon(c[:, 0, :]).buffer(0.5, join_style="mitre") for c in contours if len(c) >= 3]
+                polys += [shapely.Point(c[0, 0]).buffer(0.5, cap_style="square") for c in contours if len(c) < 3]
+                geom = shapely.union_all(polys)
+                flakes.append(
+                    TruthFlake(
+                        id=len(flakes) + 1, layers=value, theta_deg=None, area_um2=float((comp == i).sum() * p * p),
+                        polygon=geom, straight_edges=False, image=key,
+                    )
+                )
+    return flakes
+
+
 @dataclass
 class Matching:
     """Which candidates lie on which truth flakes."""
@@ -67,71 +142,162 @@ class Matching:
     flake_candidates: dict[int, list[int]] = field(default_factory=dict)  # truth index -> candidate indices
 
 
-def match(candidates: Sequence[Candidate], truth: Sequence[TruthFlake], tolerance_um: float = 3.0) -> Matching:
-    """Assign each candidate to the truth flake it lies on (nearest if several)."""
-    tree = shapely.STRtree([f.polygon for f in truth])
-    points = [shapely.Point(c.x_um, c.y_um) for c in candidates]
+def match(
+    candidates: Sequence[Candidate], truth: Sequence[TruthFlake], tolerance_um: float = 3.0,
+    pixel_size_um: dict[str, float] | None = None,
+) -> Matching:
+    """Assign each candidate to the truth flake it lies on (same layer count first, then nearest)."""
+    stage = [i for i, f in enumerate(truth) if f.image is None]
+    by_image: dict[str, list[int]] = {}
+    for i, f in enumerate(truth):
+        if f.image is not None:
+            by_image.setdefault(f.image, []).append(i)
+    stage_tree = shapely.STRtree([truth[i].polygon for i in stage]) if stage else None
     candidate_flake: list[int | None] = []
     flake_candidates: dict[int, list[int]] = {}
-    for ci, (c, pt) in enumerate(zip(candidates, points, strict=True)):
-        hits = tree.query(pt, predicate="dwithin", distance=tolerance_um)
-        if len(hits) == 0:
+    for ci, c in enumerate(candidates):
+        key = image_key(c.image)
+        if key in by_image:
+            p = (pixel_size_um or {}).get(key, 1.0)
+            point, pool, tol = shapely.Point(c.col, c.row), by_image[key], tolerance_um / p
+            hits = [i for i in pool if truth[i].polygon.distance(point) <= tol]
+        elif stage_tree is not None:
+            point, tol = shapely.Point(c.x_um, c.y_um), tolerance_um
+            hits = [stage[int(h)] for h in stage_tree.query(point, predicate="dwithin", distance=tol)]
+        else:
+            hits = []
+        if not hits:
             candidate_flake.append(None)
             continue
-        # Prefer the flake whose layer count agrees, then the nearest one.
-        best = min(
-            (int(h) for h in hits),
-            key=lambda h: (truth[h].layers != c.layers, truth[h].polygon.distance(pt)),
-        )
+        best = min(hits, key=lambda h: (truth[h].layers != c.layers, truth[h].polygon.distance(point)))
         candidate_flake.append(best)
         flake_candidates.setdefault(best, []).append(ci)
     return Matching(list(truth), list(candidates), candidate_flake, flake_candidates)
 
 
+def wrap_angle(delta_deg: float, period_deg: float) -> float:
+    """``delta_deg`` wrapped into [-period/2, period/2)."""
+    return (delta_deg + period_deg / 2) % period_deg - period_deg / 2
+
+
 def summarize(
-    m: Matching, *, layers: Sequence[int] = (1, 2, 3), min_area_um2: float = 50.0
+    m: Matching, *, layers: Sequence[int] = (1, 2, 3), min_area_um2: float = 50.0, symmetry_deg: float = 30.0,
+    pixel_size_um: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Recall over truth flakes of ``layers`` and at least ``min_area_um2``; precision over the
-    candidates reported with ``layers``; layer accuracy over matched pairs; duplicates."""
+    candidates reported with ``layers``; layer accuracy over matched pairs; duplicates; position
+    and orientation errors; per-layer figures and the layer confusion matrix."""
     wanted = set(layers)
-    targets = [i for i, f in enumerate(m.truth) if f.layers in wanted and f.area_um2 >= min_area_um2]
+    of_interest = [i for i, f in enumerate(m.truth) if f.layers in wanted]
+    targets = [i for i in of_interest if m.truth[i].area_um2 >= min_area_um2]
     found = [i for i in targets if m.flake_candidates.get(i)]
     reported = [ci for ci, c in enumerate(m.candidates) if c.layers in wanted]
     on_target = [ci for ci in reported if (fi := m.candidate_flake[ci]) is not None and m.truth[fi].layers in wanted]
-    pairs = [(ci, m.candidate_flake[ci]) for ci in reported if m.candidate_flake[ci] is not None]
+    pairs = [(ci, fi) for ci in reported if (fi := m.candidate_flake[ci]) is not None]
     correct = [ci for ci, fi in pairs if m.truth[fi].layers == m.candidates[ci].layers]
     duplicates = sum(max(len(v) - 1, 0) for v in m.flake_candidates.values())
     per_layer = {}
     for n in sorted(wanted):
         t = [i for i in targets if m.truth[i].layers == n]
         r = [ci for ci in reported if m.candidates[ci].layers == n]
+        found_n = sum(1 for i in t if m.flake_candidates.get(i))
+        right_n = sum(1 for ci in r if (fi := m.candidate_flake[ci]) is not None and m.truth[fi].layers == n)
+        recall_n = found_n / len(t) if t else math.nan
+        precision_n = right_n / len(r) if r else math.nan
+        f1 = 2 * recall_n * precision_n / (recall_n + precision_n) if recall_n + precision_n > 0 else math.nan
         per_layer[f"{n}L"] = {
-            "truth": len(t),
-            "found": sum(1 for i in t if m.flake_candidates.get(i)),
-            "reported": len(r),
-            "correct": sum(1 for ci in r if (fi := m.candidate_flake[ci]) is not None and m.truth[fi].layers == n),
+            "truth": len(t), "found": found_n, "reported": len(r), "correct": right_n,
+            "recall": recall_n, "precision": precision_n, "f1": f1,
         }
+    position = _position_errors(m, reported, pixel_size_um)
+    orientation = _orientation_errors(m, reported, symmetry_deg, min_area_um2)
+    recall = len(found) / len(targets) if targets else math.nan
+    precision = len(on_target) / len(reported) if reported else math.nan
     return {
         "truth_flakes": len(targets),
         "found": len(found),
-        "recall": len(found) / len(targets) if targets else float("nan"),
+        "recall": recall,
         "reported": len(reported),
         "on_target": len(on_target),
-        "precision": len(on_target) / len(reported) if reported else float("nan"),
-        "layer_accuracy": len(correct) / len(pairs) if pairs else float("nan"),
+        "precision": precision,
+        "f1": 2 * recall * precision / (recall + precision) if recall + precision > 0 else math.nan,
+        "layer_accuracy": len(correct) / len(pairs) if pairs else math.nan,
         "duplicates": duplicates,
+        "position_error_um": float(np.median(position)) if position else math.nan,
+        "position_error_p95_um": float(np.percentile(position, 95)) if position else math.nan,
+        "orientation_rms_deg": float(np.sqrt(np.mean(np.square(orientation["errors"]))))
+        if orientation["errors"] else math.nan,
+        "orientation_flakes": orientation["eligible"],
+        "orientation_reported": len(orientation["errors"]),
+        "symmetry_deg": symmetry_deg,
+        "per_layer": per_layer,
+        "confusion": confusion_matrix(m, layers),
         "missed_ids": [m.truth[i].id for i in targets if not m.flake_candidates.get(i)],
         "false_ids": [m.candidates[ci].id for ci in reported if ci not in set(on_target)],
-        "per_layer": per_layer,
-        "position_error_um": _position_error(m, reported),
+        "orientation_errors_deg": orientation["errors"],
+        "position_errors_um": position,
+        "recall_by_area": _recall_by_area(m, of_interest),
     }
 
 
-def _position_error(m: Matching, reported: list[int]) -> float:
+def confusion_matrix(m: Matching, layers: Sequence[int]) -> dict[str, Any]:
+    """Counts of (truth class, reported class) over candidates; truth "none" = lies on no flake,
+    "other" = a flake outside ``layers``."""
+    classes = [f"{n}L" for n in layers]
+    rows = [*classes, "other", "none"]
+    cols = [*classes, "other"]
+    counts = {r: dict.fromkeys(cols, 0) for r in rows}
+    for ci, c in enumerate(m.candidates):
+        fi = m.candidate_flake[ci]
+        truth_class = "none" if fi is None else f"{m.truth[fi].layers}L"
+        truth_class = truth_class if truth_class in rows else "other"
+        reported = f"{c.layers}L" if c.layers is not None else c.layer_class
+        counts[truth_class][reported if reported in cols else "other"] += 1
+    return {"rows": rows, "cols": cols, "counts": counts}
+
+
+def _position_errors(m: Matching, reported: list[int], pixel_size_um: dict[str, float] | None) -> list[float]:
     errors = []
     for ci in reported:
         fi = m.candidate_flake[ci]
-        if fi is not None:
-            c = m.truth[fi].polygon.centroid
-            errors.append(np.hypot(c.x - m.candidates[ci].x_um, c.y - m.candidates[ci].y_um))
-    return float(np.median(errors)) if errors else float("nan")
+        if fi is None:
+            continue
+        f, c = m.truth[fi], m.candidates[ci]
+        centroid = f.polygon.centroid
+        if f.image is None:
+            errors.append(float(math.hypot(centroid.x - c.x_um, centroid.y - c.y_um)))
+        else:
+            p = (pixel_size_um or {}).get(f.image, 1.0)
+            errors.append(float(math.hypot(centroid.x - c.col, centroid.y - c.row) * p))
+    return errors
+
+
+def _orientation_errors(
+    m: Matching, reported: list[int], symmetry_deg: float, min_area_um2: float
+) -> dict[str, Any]:
+    """Wrapped errors of reported orientations on matched flakes that have straight edges."""
+    errors = []
+    eligible = 0
+    for ci in reported:
+        fi = m.candidate_flake[ci]
+        if fi is None:
+            continue
+        f = m.truth[fi]
+        if not f.straight_edges or f.theta_deg is None or f.area_um2 < min_area_um2:
+            continue
+        eligible += 1
+        theta = m.candidates[ci].orientation_deg
+        if theta is not None:
+            errors.append(wrap_angle(theta - f.theta_deg, symmetry_deg))
+    return {"errors": errors, "eligible": eligible}
+
+
+def _recall_by_area(m: Matching, targets: list[int]) -> list[dict[str, float]]:
+    edges = [0, 25, 50, 100, 200, 500, 1000, math.inf]
+    out = []
+    for lo, hi in itertools.pairwise(edges):
+        pool = [i for i in targets if lo <= m.truth[i].area_um2 < hi]
+        if pool:
+            found = sum(1 for i in pool if m.flake_candidates.get(i))
+            out.append({"area_min_um2": lo, "area_max_um2": hi, "flakes": len(pool), "recall": found / len(pool)})
+    return out

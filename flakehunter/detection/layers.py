@@ -13,10 +13,14 @@ projected onto it, which gives two numbers:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from flakehunter.materials import Material
+
+if TYPE_CHECKING:
+    from flakehunter.detection.profile import MaterialProfile
 
 SUBSTRATE, OTHER = 0, -1
 # Relative weights of R, G, B in a mono camera's signal (luma), used when images have one channel.
@@ -41,14 +45,40 @@ class LayerModel:
 
     @classmethod
     def from_thin_film(
-        cls, material: Material, oxide_nm: float, max_layers: int = 12, *, channels: int = 3, tube_radius: float = 0.06
+        cls, material: Material, oxide_nm: float, max_layers: int = 12, *, channels: int = 3,
+        tube_radius: float = 0.06, channel_gain: tuple[float, ...] | None = None,
     ) -> LayerModel:
-        from flakehunter.optics import layer_contrast
+        """The model at ``oxide_nm``; ``channel_gain`` scales each channel (a calibrated lamp/camera)."""
+        from flakehunter.detection.calibration import curve_nodes
 
-        layers = np.arange(1, max_layers + 1)
-        rgb = np.array([layer_contrast(material, int(n), oxide_nm) for n in layers], float)
-        centroids = rgb if channels == 3 else (rgb @ MONO_WEIGHTS)[:, None]
-        return cls(material.name, oxide_nm, layers, centroids, tube_radius)
+        centroids = curve_nodes(material, oxide_nm, max_layers, channels)[1:]
+        if channel_gain is not None:
+            centroids = centroids * np.asarray(channel_gain, float)[None, : centroids.shape[1]]
+        return cls(material.name, oxide_nm, np.arange(1, max_layers + 1), centroids, tube_radius)
+
+    @classmethod
+    def from_profile(
+        cls, profile: MaterialProfile, material: Material, nominal_oxide_nm: float, max_layers: int = 12,
+        *, channels: int = 3,
+    ) -> LayerModel:
+        """Measured means for the profile's layer counts; the thin-film curve (scaled per channel to
+        agree with them) for the others. The curve's tube follows the measured spread."""
+        from flakehunter.detection.calibration import curve_nodes
+
+        if profile.channels != channels:
+            raise ValueError(f"profile {profile.name!r} has {profile.channels} channels, the image {channels}")
+        oxide = profile.oxide_nm or nominal_oxide_nm
+        top = max(max_layers, *profile.classes)
+        model = curve_nodes(material, oxide, top, channels)[1:]
+        measured = sorted(profile.classes)
+        means = np.array([profile.classes[n].mean for n in measured])
+        predicted = model[np.array(measured) - 1]
+        gain = np.sum(means * predicted, axis=0) / np.maximum(np.sum(predicted**2, axis=0), 1e-12)
+        centroids = model * gain[None, :]
+        for n in measured:
+            centroids[n - 1] = profile.classes[n].mean
+        spread = max(float(np.sqrt(np.linalg.eigvalsh(profile.classes[n].cov).max())) for n in measured)
+        return cls(material.name, oxide, np.arange(1, top + 1), centroids, float(np.clip(3 * spread, 0.03, 0.12)))
 
     @property
     def channels(self) -> int:
@@ -91,7 +121,9 @@ class LayerModel:
         flat = contrast.reshape(-1, self.channels)
         labels = np.zeros(flat.shape[0], np.int16)
         coord = np.zeros(flat.shape[0], np.float32)
-        todo = np.flatnonzero(np.linalg.norm(flat, axis=1) >= self.substrate_gate)  # most pixels are substrate
+        flat32 = np.asarray(flat, np.float32)
+        magnitude2 = np.einsum("ij,ij->i", flat32, flat32)
+        todo = np.flatnonzero(magnitude2 >= self.substrate_gate**2)  # most pixels are substrate
         if todo.size:
             s, d = self.project(flat[todo])
             on_curve = d <= self.tube_radius

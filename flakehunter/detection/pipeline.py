@@ -12,7 +12,13 @@ from shapely.geometry import Polygon
 
 from flakehunter.candidates import Candidate
 from flakehunter.config import DetectorSection, validate_plugin_options
-from flakehunter.detection.base import Detection, DetectionContext, Detector, StatefulDetector
+from flakehunter.detection.base import (
+    CalibratingDetector,
+    Detection,
+    DetectionContext,
+    Detector,
+    StatefulDetector,
+)
 from flakehunter.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
@@ -56,6 +62,24 @@ class DetectionPipeline:
             detections = detector.detect(image, meta, detections)
         return detections
 
+    # -- calibration -------------------------------------------------------------------------------
+    def _calibrating(self) -> list[CalibratingDetector]:
+        return [d for d in self.detectors if isinstance(d, CalibratingDetector)]
+
+    def needs_calibration(self) -> bool:
+        return any(d.calibration_needed() for d in self._calibrating())
+
+    @property
+    def calibration_images(self) -> int:
+        return max((d.calibration_images for d in self._calibrating() if d.calibration_needed()), default=0)
+
+    def calibrate(self, samples: Sequence[tuple[np.ndarray, ImageMeta]]) -> list[dict[str, Any]]:
+        """Calibrate every detector that needs it on the same sample images."""
+        return [d.calibrate(samples) for d in self._calibrating() if d.calibration_needed()]
+
+    def calibration_report(self) -> list[dict[str, Any]]:
+        return [d.calibration_report() for d in self._calibrating()]
+
     def state(self) -> dict[str, Any]:
         """Learnt state of every stateful detector, keys prefixed by position and name."""
         out: dict[str, Any] = {}
@@ -93,8 +117,13 @@ def to_candidates(
     z_um: float | None = None,
     tile: int | None = None,
     positioned: bool = True,
+    orientation_period_deg: float = 180.0,
 ) -> list[Candidate]:
-    """Map pixel detections of one image to stage-µm candidates (ids are assigned by the sink)."""
+    """Map pixel detections of one image to stage-µm candidates (ids are assigned by the sink).
+
+    Orientations turn from image to stage directions and are reduced modulo ``orientation_period_deg``
+    (the material's edge symmetry).
+    """
     out = []
     area_px_um2 = transform.pixel_size_um**2
     for d in detections:
@@ -110,8 +139,9 @@ def to_candidates(
                 layer_class=d.layer_class,
                 score=float(min(max(d.score, 0.0), 1.0)),
                 area_um2=float(d.area_px * area_px_um2),
-                orientation_deg=None if d.orientation_deg is None or math.isnan(d.orientation_deg)
-                else float(d.orientation_deg),
+                orientation_deg=None
+                if d.orientation_deg is None or math.isnan(d.orientation_deg)
+                else transform.angle_to_stage(d.orientation_deg) % orientation_period_deg,
                 image=image,
                 row=float(d.row),
                 col=float(d.col),

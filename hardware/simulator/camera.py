@@ -35,6 +35,7 @@ from flakehunter.errors import HardwareError, InputError
 from flakehunter.geometry import PixelTransform
 from flakehunter.hardware.simulator.chip import ChipLayout, ChipSpec, SimDust, generate_chip
 from flakehunter.materials import Material
+from flakehunter.optics import CameraResponse
 
 SUPERSAMPLE = 4
 RESIDUE_INDEX = 1.49  # tape / polymer residue film (optics.md §1.8)
@@ -59,6 +60,9 @@ class SimulatorCameraOptions(BaseModel):
         (0.03, -0.02), description="Optical centre shift (rows, cols) as a fraction of the frame"
     )
     colour_tilt: float = Field(0.01, ge=0, description="Per-channel shading tilt across the frame")
+    lamp_temperature_k: float = Field(
+        3100.0, ge=1500, le=10000, description="Colour temperature of the (blackbody) lamp the chip is imaged with"
+    )
     pixel_size_um: float | None = Field(None, gt=0, description="True pixel size; default: optics.pixel_size_um")
     rotation_deg: float | None = Field(None, description="True camera rotation; default: optics.rotation_deg")
     flip_rows: bool | None = None
@@ -149,10 +153,19 @@ class SimulatorCamera:
             field[..., ch] = radial * shading
         return field
 
+    @cached_property
+    def _spectral(self) -> CameraResponse:
+        """The camera's channels under this lamp (the default camera unless the lamp differs)."""
+        from flakehunter.optics import DEFAULT_CAMERA, DEFAULT_SOURCE_TEMPERATURE_K, camera_with_lamp
+
+        if self.options.lamp_temperature_k == DEFAULT_SOURCE_TEMPERATURE_K:
+            return DEFAULT_CAMERA
+        return camera_with_lamp(self.options.lamp_temperature_k)
+
     def _substrate_rgb(self, oxide_nm: float) -> np.ndarray:
         from flakehunter.optics import substrate_rgb
 
-        return np.asarray(substrate_rgb(round(oxide_nm, 2)), float)
+        return np.asarray(substrate_rgb(round(oxide_nm, 2), self._spectral), float)
 
     def render(self, x_um: float, y_um: float, z_um: float) -> np.ndarray:
         """The frame the camera sees with the stage at (x_um, y_um, z_um)."""
@@ -173,12 +186,16 @@ class SimulatorCamera:
         view = layout.query(xmin - reach_um, ymin - reach_um, xmax + reach_um, ymax + reach_um)
 
         oxide = float(layout.oxide_nm_at(x_um, y_um))
+        camera = self._spectral
         ratio = np.ones((rows, cols, 3), np.float32)
+        for scratch in view.scratches:
+            rgb = self._substrate_rgb(oxide - scratch.depth_nm) / self._substrate_rgb(oxide)
+            self._composite(ratio, scratch.polygon, rgb, (x_um, y_um))
         for residue in view.residue:
-            rgb = 1.0 + film_contrast(RESIDUE_INDEX, residue.thickness_nm, oxide)
+            rgb = 1.0 + film_contrast(RESIDUE_INDEX, residue.thickness_nm, oxide, camera)
             self._composite(ratio, residue.polygon, rgb, (x_um, y_um))
         for flake in view.flakes:
-            rgb = 1.0 + layer_contrast(self._material, flake.layers, oxide)
+            rgb = 1.0 + layer_contrast(self._material, flake.layers, oxide, camera)
             self._composite(ratio, flake.polygon, rgb, (x_um, y_um))
         for dust in view.dust:
             self._composite_dust(ratio, dust, (x_um, y_um))
@@ -199,6 +216,29 @@ class SimulatorCamera:
         dn = np.rint(electrons * np.float32(full_scale / o.full_well_e))
         np.clip(dn, 0, full_scale, out=dn)
         return dn.astype(np.uint8 if o.bit_depth == 8 else np.uint16)
+
+    def label_image(self, x_um: float, y_um: float) -> np.ndarray:
+        """The truth as a label image of the frame at (x_um, y_um): pixel = layer count of the flake
+        covering at least half of it, 0 substrate, 255 for flakes of 255 layers or more (DESIGN.md §4)."""
+        assert self.layout is not None, "connect() first"
+        rows, cols = self.shape
+        labels = np.zeros((rows, cols), np.uint8)
+        xmin, ymin, xmax, ymax = self.transform.footprint((x_um, y_um), self.shape).bounds
+        for flake in self.layout.query(xmin, ymin, xmax, ymax).flakes:
+            polygons = getattr(flake.polygon, "geoms", [flake.polygon])
+            rings = [
+                (
+                    self._to_pixels(np.asarray(poly.exterior.coords), (x_um, y_um)),
+                    [self._to_pixels(np.asarray(h.coords), (x_um, y_um)) for h in poly.interiors],
+                )
+                for poly in polygons
+            ]
+            coverage, r0, c0 = self._coverage(np.concatenate([ext for ext, _ in rings]), rings)
+            if coverage is None:
+                continue
+            h, w = coverage.shape
+            labels[r0 : r0 + h, c0 : c0 + w][coverage >= 0.5] = min(flake.layers, 255)
+        return labels
 
     def _frame_seed(self, x_um: float, y_um: float, z_um: float) -> list[int]:
         key = f"{self.seed}:{x_um:.3f}:{y_um:.3f}:{z_um:.3f}".encode()

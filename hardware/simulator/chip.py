@@ -155,7 +155,13 @@ class ChipSpec(BaseModel, extra="forbid", frozen=True):
     dust_gain: Range = Field((0.3, 1.6), description="intensity factor; < 1 dark, > 1 bright")
     dust_halo_fraction: float = Field(0.2, ge=0.0, le=1.0)
 
-    oxide_jitter_nm: NonNegativeFloat = Field(3.0, description="chip oxide = nominal + U(-j, j)")
+    scratches: NonNegativeInt = Field(0, description="scratches in the oxide: long, narrow, slightly curved grooves")
+    scratch_length_um: Range = (200.0, 2000.0)
+    scratch_width_um: Range = (1.0, 3.0)
+    scratch_depth_nm: Range = Field((5.0, 30.0), description="how much oxide the groove removes")
+
+    oxide_jitter_nm: NonNegativeFloat = Field(3.0, description="chip oxide = nominal + offset + U(-j, j)")
+    oxide_offset_nm: float = Field(0.0, description="systematic error of the nominal oxide (a mislabelled batch)")
     oxide_gradient_nm_per_mm: NonNegativeFloat = Field(0.3, description="magnitude, random direction")
     tilt_um_per_mm: NonNegativeFloat = Field(1.0, description="focus-plane slope magnitude, random direction")
     focus_z_um: float = Field(0.0, description="focus height at the chip centre")
@@ -165,6 +171,7 @@ class ChipSpec(BaseModel, extra="forbid", frozen=True):
 
     @field_validator(
         "thick_nm", "ribbon_aspect", "torn_edge_fraction", "tear_amplitude", "residue_length_um",
+        "scratch_length_um", "scratch_width_um", "scratch_depth_nm",
         "residue_aspect", "residue_thickness_nm", "dust_radius_um", "dust_gain", "multilayer_layers",
     )
     @classmethod
@@ -269,12 +276,22 @@ class SimDust:
     halo: bool
 
 
+@dataclass(frozen=True)
+class SimScratch:
+    """A groove scratched into the oxide: ``depth_nm`` of SiO2 missing over ``polygon`` (a long, narrow strip)."""
+
+    id: int
+    polygon: Polygon
+    depth_nm: float
+
+
 class ChipView(NamedTuple):
     """What `ChipLayout.query` found in a box, each tuple in id order."""
 
     residue: tuple[SimResidue, ...]
     flakes: tuple[SimFlake, ...]
     dust: tuple[SimDust, ...]
+    scratches: tuple[SimScratch, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -306,6 +323,7 @@ class ChipLayout:
     dust: tuple[SimDust, ...]
     shortfall: dict[str, int] = field(default_factory=dict)
     spec: ChipSpec | None = None
+    scratches: tuple[SimScratch, ...] = ()
 
     # ---- substrate --------------------------------------------------------------------------------
 
@@ -337,7 +355,9 @@ class ChipLayout:
     @cached_property
     def _tree(self) -> STRtree:
         # One tree over flakes then residue; built on first query and reused for every frame.
-        return STRtree([f.polygon for f in self.flakes] + [r.polygon for r in self.residue])
+        return STRtree(
+            [f.polygon for f in self.flakes] + [r.polygon for r in self.residue] + [s.polygon for s in self.scratches]
+        )
 
     @cached_property
     def _dust_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -354,15 +374,16 @@ class ChipLayout:
         if xmin > xmax or ymin > ymax:
             raise ValueError(f"empty box ({xmin}, {ymin}, {xmax}, {ymax}): need xmin <= xmax, ymin <= ymax")
         hits = np.sort(self._tree.query(shapely.box(xmin, ymin, xmax, ymax), predicate="intersects"))
-        nf = len(self.flakes)
+        nf, nr = len(self.flakes), len(self.residue)
         flakes = tuple(self.flakes[i] for i in hits if i < nf)
-        residue = tuple(self.residue[i - nf] for i in hits if i >= nf)
+        residue = tuple(self.residue[i - nf] for i in hits if nf <= i < nf + nr)
+        scratches = tuple(self.scratches[i - nf - nr] for i in hits if i >= nf + nr)
         xs, ys, rs = self._dust_arrays
         # Exact disc-box test: distance from the centre to the box, per axis.
         dx = np.maximum(np.maximum(xmin - xs, xs - xmax), 0.0)
         dy = np.maximum(np.maximum(ymin - ys, ys - ymax), 0.0)
         dust = tuple(self.dust[i] for i in np.flatnonzero(dx * dx + dy * dy <= rs * rs))
-        return ChipView(residue, flakes, dust)
+        return ChipView(residue, flakes, dust, scratches)
 
     # ---- truth and JSON ---------------------------------------------------------------------------
 
@@ -412,6 +433,10 @@ class ChipLayout:
                 {"id": d.id, "x_um": d.x_um, "y_um": d.y_um, "radius_um": d.radius_um, "gain": d.gain,
                  "halo": d.halo}
                 for d in self.dust
+            ],
+            "scratches": [
+                {"id": c.id, "depth_nm": c.depth_nm, "polygon_um": _polygons_to_json(c.polygon)}
+                for c in self.scratches
             ],
         }
 
@@ -534,6 +559,18 @@ class _DustIn(BaseModel, extra="forbid"):
     halo: bool = False
 
 
+class _ScratchIn(BaseModel, extra="forbid"):
+    id: int
+    depth_nm: PositiveFloat
+    polygon_um: list[Ring] = Field(min_length=1, max_length=1)
+
+    @field_validator("polygon_um")
+    @classmethod
+    def _rings(cls, v: list[Ring]) -> list[Ring]:
+        _polygon_from_rings(v, "polygon_um")
+        return v
+
+
 class _FocusIn(BaseModel, extra="forbid"):
     z_at_centre_um: float = 0.0
     dz_dx_um_per_mm: float = 0.0
@@ -556,6 +593,7 @@ class _LayoutIn(BaseModel, extra="forbid"):
     flakes: list[_FlakeIn] = Field(default_factory=list)
     residue: list[_ResidueIn] = Field(default_factory=list)
     dust: list[_DustIn] = Field(default_factory=list)
+    scratches: list[_ScratchIn] = Field(default_factory=list)
 
     @field_validator("bounds_um")
     @classmethod
@@ -566,7 +604,7 @@ class _LayoutIn(BaseModel, extra="forbid"):
 
     @model_validator(mode="after")
     def _ids(self) -> _LayoutIn:
-        for name in ("flakes", "residue", "dust"):
+        for name in ("flakes", "residue", "dust", "scratches"):
             ids = [o.id for o in getattr(self, name)]
             if len(set(ids)) != len(ids):
                 raise ValueError(f"{name}: ids must be unique")
@@ -600,12 +638,41 @@ class _LayoutIn(BaseModel, extra="forbid"):
                                halo=d.halo) for d in self.dust),
             shortfall=dict(self.shortfall),
             spec=self.spec,
+            scratches=tuple(
+                SimScratch(id=c.id, polygon=Polygon(c.polygon_um[0]), depth_nm=c.depth_nm) for c in self.scratches
+            ),
         )
 
 
 # --------------------------------------------------------------------------------------------------
 # Shape generation (local coordinates: centred on the origin, µm)
 # --------------------------------------------------------------------------------------------------
+
+
+def _scratches(
+    spec: ChipSpec, inner: tuple[float, float, float, float], rng: np.random.Generator
+) -> tuple[SimScratch, ...]:
+    """Long grooves in the oxide: gently curved strips that may cross anything (a tweezer's track)."""
+    from shapely.geometry import LineString
+
+    out = []
+    for _ in range(spec.scratches):
+        length = float(rng.uniform(*spec.scratch_length_um))
+        width = float(rng.uniform(*spec.scratch_width_um))
+        start = rng.uniform(inner[:2], inner[2:])
+        heading = rng.uniform(0, 2 * math.pi)
+        bend = rng.normal(0, 0.3)  # total change of direction along the scratch, radians
+        t = np.linspace(0, 1, 24)
+        angle = heading + bend * t
+        step = length / (len(t) - 1)
+        xy = start + np.cumsum(np.column_stack([np.cos(angle), np.sin(angle)]) * step, axis=0)
+        xy[:, 0] = np.clip(xy[:, 0], inner[0], inner[2])
+        xy[:, 1] = np.clip(xy[:, 1], inner[1], inner[3])
+        strip = LineString(xy).buffer(width / 2, cap_style="flat")
+        if strip.geom_type != "Polygon" or strip.area <= 0:
+            continue
+        out.append(SimScratch(len(out) + 1, strip, float(rng.uniform(*spec.scratch_depth_nm))))
+    return tuple(out)
 
 
 def _edge_step_deg(material: Material) -> float:
@@ -941,7 +1008,7 @@ def generate_chip(spec: ChipSpec, material: Material, nominal_oxide_nm: float, s
     theta_span = 60.0 if 60.0 % step == 0 else step  # θ0 ~ U[0, 60) as in optics.md §3.2
 
     # ---- substrate ----
-    oxide = nominal_oxide_nm + r_sub.uniform(-spec.oxide_jitter_nm, spec.oxide_jitter_nm)
+    oxide = nominal_oxide_nm + spec.oxide_offset_nm + r_sub.uniform(-spec.oxide_jitter_nm, spec.oxide_jitter_nm)
     a = r_sub.uniform(0, 2 * math.pi)
     grad = (spec.oxide_gradient_nm_per_mm * math.cos(a), spec.oxide_gradient_nm_per_mm * math.sin(a))
     a = r_sub.uniform(0, 2 * math.pi)
@@ -1096,6 +1163,8 @@ def generate_chip(spec: ChipSpec, material: Material, nominal_oxide_nm: float, s
         patience = _Patience()
         dust.append(SimDust(len(dust) + 1, pos[0], pos[1], radius, gain, halo))
 
+    scratches = _scratches(spec, inner, np.random.default_rng([seed, 11]))
+
     return ChipLayout(
         material=material.name,
         nominal_oxide_nm=float(nominal_oxide_nm),
@@ -1107,6 +1176,7 @@ def generate_chip(spec: ChipSpec, material: Material, nominal_oxide_nm: float, s
         flakes=tuple(flakes),
         residue=tuple(residue),
         dust=tuple(dust),
+        scratches=scratches,
         shortfall=shortfall,
         spec=spec,
     )

@@ -16,15 +16,21 @@ Steps per image:
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from flakehunter.detection.axis import AxisEstimate, edge_sharpness, region_orientation
 from flakehunter.detection.background import BackgroundModel
 from flakehunter.detection.base import Detection, DetectionContext
+from flakehunter.detection.calibration import Calibration, fit_oxide, sample_plateaus
 from flakehunter.detection.layers import LayerModel
+from flakehunter.detection.profile import MaterialProfile, load_profile
+from flakehunter.errors import InputError
 from flakehunter.tiles import ImageMeta
 
 log = logging.getLogger(__name__)
@@ -40,6 +46,28 @@ class ContrastOptions(BaseModel):
     majority_px: int = Field(1, ge=1, description="Median filter on the label image (odd); 1 = none")
     halo_px: int = Field(2, ge=0, description="Band around other classes where a region cannot have its core")
     min_core_fraction: float = Field(0.2, ge=0, le=1)
+    min_edge_sharpness: float = Field(
+        0.25, ge=0,
+        description="Edge steepness (plateau heights per pixel) of an image in focus; an image whose regions are "
+        "softer in the median is out of focus and reports nothing, a single region softer than 0.8x is dropped",
+    )
+    orientation: bool = Field(True, description="Estimate the crystal axis from straight edges")
+    calibration: Literal["self", "nominal"] = Field(
+        "self",
+        description="self: fit the real oxide (and lamp colour) from the first images; nominal: trust the config",
+    )
+    calibration_images: int = Field(6, ge=1, description="Images examined to self-calibrate")
+    calibration_search_nm: float = Field(15.0, ge=0, description="How far from nominal the real oxide may lie")
+    profile: str | None = Field(
+        None, description="A material profile (path or name) measured on this setup; replaces calibration"
+    )
+    min_edge_px: float = Field(7.0, gt=2, description="Shortest straight edge used for the crystal axis")
+    single_edge_px: float = Field(
+        15.0, gt=0, description="A lone edge must be this long to give the crystal axis; two that agree suffice"
+    )
+    max_orientation_error_deg: float = Field(
+        0.6, gt=0, description="Report the crystal axis only when its standard error is below this"
+    )
     min_chroma_ratio: float = Field(
         0.4, ge=0, description="Reject regions greyer than this fraction of the class's predicted colourfulness"
     )
@@ -57,31 +85,156 @@ class ContrastDetector:
         self.material = context.material
         self.report_layers = tuple(options.report_layers or self.material.target_layers)
         self.background_model = BackgroundModel()
+        if context.flatfield:
+            self.background_model.use_flat_field(_mean_image(context.flatfield))
         self._models: dict[int, LayerModel] = {}
+        self.calibration: Calibration | None = None
+        self.profile: MaterialProfile | None = None
+        if options.profile:
+            self.profile = load_profile(options.profile, context.config_dir)
+            if self.profile.material != self.material.name:
+                raise InputError(
+                    f"profile {options.profile!r} is for {self.profile.material}, not {self.material.name}"
+                )
+            self.calibration = Calibration(
+                "profile", self.profile.oxide_nm or context.oxide_nm, note=f"profile {self.profile.name}",
+                extra={"profile": str(options.profile), "profile_layers": sorted(self.profile.classes)},
+            )
+        elif options.calibration == "nominal":
+            self.calibration = Calibration("nominal", context.oxide_nm, note="self-calibration switched off")
+        self._pending: list[np.ndarray] = []  # plateau samples gathered by detect() before calibrating
+        self._pending_weights: list[np.ndarray] = []
+        self._pending_images = 0
 
     def layer_model(self, channels: int) -> LayerModel:
+        if channels not in self._models and self.profile is not None:
+            max_layers = max(self.options.max_model_layers, *self.report_layers)
+            self._models[channels] = LayerModel.from_profile(
+                self.profile, self.material, self.context.oxide_nm, max_layers, channels=channels
+            )
         if channels not in self._models:
             max_layers = max(self.options.max_model_layers, *self.report_layers)
+            cal = self.calibration
             self._models[channels] = LayerModel.from_thin_film(
-                self.material, self.context.oxide_nm, max_layers, channels=channels
+                self.material,
+                cal.oxide_nm if cal else self.context.oxide_nm,
+                max_layers,
+                channels=channels,
+                channel_gain=cal.channel_gain if cal and channels == 3 else None,
             )
         return self._models[channels]
 
+    # -- self-calibration ---------------------------------------------------------------------------
+    def calibration_needed(self) -> bool:
+        return self.calibration is None
+
+    @property
+    def calibration_images(self) -> int:
+        return self.options.calibration_images
+
+    def calibrate(self, samples: Iterable[tuple[np.ndarray, ImageMeta]]) -> dict[str, Any]:
+        """Fit the oxide thickness (and lamp colour) from plateaus in ``samples``; freeze the model.
+
+        The background model learns from the samples while they are examined and is then put back,
+        so the images are analysed afterwards exactly as if calibration had not looked at them.
+        """
+        saved = self.background_model.state()
+        for image, _meta in samples:
+            self._gather(self.contrast_image(image))
+        self.background_model.load_state(saved)
+        self._freeze(final=True)
+        assert self.calibration is not None
+        return self.calibration.describe()
+
+    def _gather(self, contrast: np.ndarray) -> None:
+        gate = self.layer_model(contrast.shape[-1]).substrate_gate
+        points, areas = sample_plateaus(contrast, gate)
+        self._pending.append(points)
+        self._pending_weights.append(np.sqrt(areas))
+        self._pending_images += 1
+
+    def _freeze(self, final: bool) -> None:
+        points = np.concatenate(self._pending) if self._pending else np.zeros((0, 3))
+        weights = np.concatenate(self._pending_weights) if self._pending_weights else np.zeros(0)
+        fit = fit_oxide(
+            points, weights, self.material, self.context.oxide_nm, search_nm=self.options.calibration_search_nm
+        )
+        if fit.method == "self-calibrated" or final:
+            self.calibration = fit
+            self._models.clear()
+            self._pending, self._pending_weights = [], []
+
+    def calibration_report(self) -> dict[str, Any]:
+        cal = self.calibration or Calibration("nominal", self.context.oxide_nm, note="not calibrated yet")
+        return {
+            "detector": self.name,
+            "material": self.material.name,
+            "nominal_oxide_nm": self.context.oxide_nm,
+            **cal.describe(),
+        }
+
     # -- the StatefulDetector contract --------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return self.background_model.state()
+        state = dict(self.background_model.state())
+        if self.calibration is not None:
+            c = self.calibration
+            state["calibration"] = {
+                "method": c.method,
+                "oxide_nm": c.oxide_nm,
+                "channel_gain": list(c.channel_gain),
+                "regions": c.regions,
+                "inliers": c.inliers,
+                "residual": None if np.isnan(c.residual) else c.residual,
+                "note": c.note,
+            }
+        return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.background_model.load_state(state)
+        cal = state.get("calibration")
+        if cal:
+            residual = cal.get("residual")
+            self.calibration = Calibration(
+                cal["method"],
+                float(cal["oxide_nm"]),
+                tuple(cal["channel_gain"]),
+                int(cal["regions"]),
+                int(cal["inliers"]),
+                float("nan") if residual is None else float(residual),
+                cal.get("note", ""),
+            )
+            self._models.clear()
 
     # -- detection ------------------------------------------------------------------------------
+    def _orientation(
+        self, contrast: np.ndarray, region: np.ndarray, bbox: tuple[int, int, int, int], plateau: np.ndarray
+    ) -> AxisEstimate | None:
+        """Crystal axis of one region from its straight edges, modulo the material's symmetry."""
+        if not self.options.orientation:
+            return None
+        window = _window(bbox, region.shape, pad=6)
+        estimate = region_orientation(
+            contrast[window],
+            region[window],
+            plateau,
+            self.material.edge_symmetry_deg,
+            min_length_px=self.options.min_edge_px,
+        )
+        if estimate is None or estimate.error_deg > self.options.max_orientation_error_deg:
+            return None  # no straight edge long enough to trust
+        if len(estimate.edges) < 2 and estimate.edges[0].length_px < self.options.single_edge_px:
+            return None  # one short edge may be a straight-looking piece of a torn one
+        return estimate
+
     def contrast_image(self, image: np.ndarray) -> np.ndarray:
         """C = I / background − 1 per channel, float32 (rows, cols, channels)."""
         img = image.astype(np.float32)
         if img.ndim == 2:
             img = img[..., None]
         background = self.background_model.background(img)
-        contrast = img / np.maximum(background, 1e-3) - 1.0
+        np.maximum(background, 1e-3, out=background)
+        contrast = np.divide(img, background, out=img)  # in place: tiles are large
+        contrast -= 1.0
         k = self.options.smoothing_px | 1
         if k > 1:
             contrast = cv2.blur(contrast, (k, k), borderType=cv2.BORDER_REFLECT).reshape(contrast.shape)
@@ -89,6 +242,11 @@ class ContrastDetector:
 
     def detect(self, image: np.ndarray, meta: ImageMeta, detections: list[Detection]) -> list[Detection]:
         contrast = self.contrast_image(image)
+        if self.calibration is None:
+            # No calibration pass was run (e.g. a watch folder): learn from the images as they come,
+            # and freeze as soon as the evidence suffices (or after calibration_images images).
+            self._gather(contrast)
+            self._freeze(final=self._pending_images >= self.options.calibration_images)
         model = self.layer_model(contrast.shape[-1])
         labels, coord = model.classify(contrast)
         # Majority filter on uint8 codes that keep the order substrate 0 < layers < other 255.
@@ -102,7 +260,8 @@ class ContrastDetector:
         min_area_px = max(self.options.min_area_um2 / pixel_um**2, 4.0)
         halo = self.options.halo_px
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * halo + 1, 2 * halo + 1)) if halo else None
-        out = list(detections)
+        out: list[Detection] = []
+        sharpness_seen: list[float] = []
         rows, cols = codes.shape
         for layers in self.report_layers:
             mask = (codes == layers).astype(np.uint8)
@@ -132,14 +291,27 @@ class ContrastDetector:
                 _, (distance,) = model.project(median[None, :])
                 fitted = round(s_med)
                 if fitted not in self.report_layers or distance > 0.5 * model.tube_radius:
-                    log.debug("%dL region at %s: plateau fits %.2f layers, %.3f off the curve", layers,
-                              _at(centroids[i]), s_med, distance)
+                    log.debug(
+                        "%dL region at %s: plateau fits %.2f layers, %.3f off the curve",
+                        layers,
+                        _at(centroids[i]),
+                        s_med,
+                        distance,
+                    )
                     continue
+                window = _window((r0, c0, r1, c1), comp.shape, pad=4)
+                sharpness = edge_sharpness(contrast[window], comp[window] == i, median)
+                sharpness_seen.append(sharpness)
+                if sharpness < 0.8 * self.options.min_edge_sharpness:
+                    log.debug("%dL region at %s: edge too soft (%.2f/px): out of focus", layers,
+                              _at(centroids[i]), sharpness)
+                    continue  # defocused: its plateau, and so its layer count, cannot be trusted
                 if model.channels == 3 and _chroma(median) < self.options.min_chroma_ratio * _chroma(
                     model.centroid(fitted)
                 ):
                     log.debug("%dL region at %s: achromatic (dust)", layers, _at(centroids[i]))
                     continue  # achromatic where the material is coloured: dust or debris
+                axis = self._orientation(contrast, comp == i, (r0, c0, r1, c1), median)
                 fit_score = float(np.exp(-0.5 * (distance / (0.25 * model.tube_radius)) ** 2))
                 layer_score = float(np.exp(-0.5 * ((s_med - fitted) / 0.25) ** 2))
                 size_score = float(area / (area + min_area_px))
@@ -151,14 +323,44 @@ class ContrastDetector:
                         layers=fitted,
                         layer_class=f"{fitted}L",
                         score=fit_score * layer_score * (0.5 + 0.5 * size_score),
+                        orientation_deg=None if axis is None else axis.orientation_deg,
                         bbox=(int(r0), int(c0), int(r1), int(c1)),
                         touches_border=bool(r0 == 0 or c0 == 0 or r1 == rows or c1 == cols),
                         contrast_rgb=_as_rgb(median),
                         detector=self.name,
-                        extra={"core_px": core_px, "layer_coordinate": round(s_med, 3)},
+                        extra={
+                            "core_px": core_px,
+                            "layer_coordinate": round(s_med, 3),
+                            "orientation_error_deg": None if axis is None else round(axis.error_deg, 3),
+                            "straight_edges": 0 if axis is None else len(axis.edges),
+                            "edge_sharpness": round(sharpness, 3),
+                        },
                     )
                 )
-        return out
+        if len(sharpness_seen) >= 3 and float(np.median(sharpness_seen)) < self.options.min_edge_sharpness:
+            # Most edges in this image are soft: it is out of focus, and no layer count in it can be trusted.
+            log.warning(
+                "%s: out of focus (median edge sharpness %.2f/px < %.2f); %d region(s) not reported",
+                meta.provenance.get("tile_index", "image") if meta.provenance else "image",
+                float(np.median(sharpness_seen)), self.options.min_edge_sharpness, len(out),
+            )
+            return list(detections)
+        return [*detections, *out]
+
+
+def _mean_image(paths: tuple[Path, ...]) -> np.ndarray:
+    """The average of one or more flat-field images (bare substrate), as float32."""
+    from flakehunter.tiles import read_image
+
+    images = [read_image(p)[0].astype(np.float32) for p in paths]
+    if any(i.shape != images[0].shape for i in images):
+        raise InputError(f"flat field: images {', '.join(map(str, paths))} differ in size")
+    return np.mean(images, axis=0)
+
+
+def _window(bbox: tuple[int, int, int, int], shape: tuple[int, int], pad: int) -> tuple[slice, slice]:
+    r0, c0, r1, c1 = bbox
+    return slice(max(r0 - pad, 0), min(r1 + pad, shape[0])), slice(max(c0 - pad, 0), min(c1 + pad, shape[1]))
 
 
 def _interior(core: np.ndarray, depth_px: float = 2.0) -> np.ndarray:

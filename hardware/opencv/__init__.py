@@ -1,0 +1,12 @@
+"""Built-in camera plugin ``opencv``: USB/UVC microscope cameras through OpenCV's VideoCapture."""
+
+from __future__ import annotations
+
+from flakehunter.hookspecs import Register, hookimpl
+
+
+@hookimpl
+def register_cameras(register: Register) -> None:
+    from flakehunter.hardware.opencv.camera import OpenCVCamera
+
+    register("opencv", OpenCVCamera)
