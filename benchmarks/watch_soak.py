@@ -55,32 +55,18 @@ PIXEL_UM = 1.15
 
 def render_frames(count: int, seed: int) -> list[Any]:
     """``count`` distinct frames of a dense simulated graphene chip (numpy arrays)."""
-    from flakehunter.devices import AxisRange, DeviceContext, TravelLimits
     from flakehunter.geometry import PixelTransform
-    from flakehunter.hardware.simulator.camera import SimulatorCamera, SimulatorCameraOptions
     from flakehunter.hardware.simulator.chip import ChipSpec, generate_chip
-    from flakehunter.hardware.simulator.stage import SimulatorStage, SimulatorStageOptions
+    from flakehunter.hardware.simulator.microscope import SimulatedMicroscope
     from flakehunter.registry import get_registry
 
-    material = get_registry().material("graphene")
     side = 230 * int(count**0.5 + 1)
     spec = ChipSpec(origin_um=(0, 0), size_um=(side, side), thin_flakes=int(side * side / 5000), thick_flakes=20,
                     multilayer_flakes=5, residue_blobs=3, dust=20, min_spacing_um=8)
-    layout = generate_chip(spec, material, 90.0, seed=seed)
-    ctx = DeviceContext(transform=PixelTransform(PIXEL_UM), material="graphene", oxide_nm=90.0, seed=seed)
-    stage = SimulatorStage(SimulatorStageOptions(time_scale=0), ctx)
-    stage.limits = TravelLimits(AxisRange(-1e6, 1e6), AxisRange(-1e6, 1e6), AxisRange(-1e3, 1e3))
-    ctx.stage = stage
-    camera = SimulatorCamera(SimulatorCameraOptions(shape=SHAPE), ctx)
-    camera.layout = layout
-    camera.connect()
-    frames = []
+    layout = generate_chip(spec, get_registry().material("graphene"), 90.0, seed=seed)
+    scope = SimulatedMicroscope(layout, seed=seed, transform=PixelTransform(PIXEL_UM), shape=SHAPE)
     per_row = int(count**0.5 + 1)
-    for k in range(count):
-        x, y = 120 + (k % per_row) * 215, 80 + (k // per_row) * 145
-        stage.move_to_um(x, y, float(layout.focus_z_um_at(x, y)))
-        frames.append(camera.snap())
-    return frames
+    return [scope.snap_at(120 + (k % per_row) * 215, 80 + (k // per_row) * 145) for k in range(count)]
 
 
 def make_plan(files: int, bad_fraction: float, seed: int) -> list[dict[str, Any]]:
@@ -108,33 +94,19 @@ def make_plan(files: int, bad_fraction: float, seed: int) -> list[dict[str, Any]
     return plan
 
 
-def tiff_bytes(image: Any, i: int, scratch: Path) -> bytes:
-    from flakehunter.tiles import write_tile
+def tiff_bytes(image: Any, i: int) -> bytes:
+    from flakehunter.testing.files import ome_tiff_bytes
 
-    path = scratch / f".frame-{i}.ome.tif"
     # A distinct stage position per file: every file is a new image (and its candidates are never merged).
-    write_tile(path, image, pixel_size_um=PIXEL_UM, x_um=500.0 * i, y_um=0.0, z_um=0.0, provenance={"i": i})
-    data = path.read_bytes()
-    path.unlink()
-    return data
-
-
-def write_chunked(path: Path, data: bytes, chunks: int, pause_s: float) -> None:
-    step = -(-len(data) // chunks)
-    with open(path, "wb") as fh:
-        for k in range(0, len(data), step):
-            fh.write(data[k : k + step])
-            fh.flush()
-            if k + step < len(data):
-                time.sleep(pause_s)
+    return ome_tiff_bytes(image, pixel_size_um=PIXEL_UM, x_um=500.0 * i, y_um=0.0, provenance={"i": i})
 
 
 def produce(watch_dir: Path, plan_path: Path, rate: float, frames_count: int, seed: int) -> None:
     """The producer process: writes the plan's files at about ``rate`` files per second."""
     plan = json.loads(plan_path.read_text())
     frames = render_frames(frames_count, seed)
-    scratch = watch_dir.parent / "scratch"
-    scratch.mkdir(exist_ok=True)
+    from flakehunter.testing.files import write_slowly
+
     rng = random.Random(seed + 1)
     start = time.monotonic()
     with ThreadPoolExecutor(max_workers=16) as slow_writers:
@@ -148,7 +120,7 @@ def produce(watch_dir: Path, plan_path: Path, rate: float, frames_count: int, se
                     rng.randint(10, 50000))
                 path.write_bytes(data)
                 continue
-            data = tiff_bytes(frames[entry["i"] % len(frames)], entry["i"], scratch)
+            data = tiff_bytes(frames[entry["i"] % len(frames)], entry["i"])
             if entry["kind"] == "truncated":
                 path.write_bytes(data[: int(len(data) * entry["keep"])])
             elif entry["mode"] == "atomic":
@@ -158,7 +130,7 @@ def produce(watch_dir: Path, plan_path: Path, rate: float, frames_count: int, se
             elif entry["mode"] == "direct":
                 path.write_bytes(data)
             else:
-                slow_writers.submit(write_chunked, path, data, entry["chunks"], entry["pause_s"])
+                slow_writers.submit(write_slowly, path, data, entry["chunks"], entry["pause_s"])
     print(f"producer: {len(plan)} files in {time.monotonic() - start:.1f} s", flush=True)
 
 

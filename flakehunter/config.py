@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -31,6 +31,9 @@ from flakehunter.errors import ConfigError
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+M = TypeVar("M", bound=StrictModel)
 
 
 class AxisLimits(StrictModel):
@@ -320,14 +323,18 @@ def format_validation_error(
     return ConfigError(path, field, message)
 
 
-def parse_config(data: Any, path: str | Path | None = None) -> ScanConfig:
-    """Validate an already-parsed YAML document."""
+def _validate(model: type[M], data: Any, path: str | Path | None) -> M:
     if not isinstance(data, dict):
         raise ConfigError(path, None, f"expected a mapping of sections at the top level, got {type(data).__name__}")
     try:
-        return ScanConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise format_validation_error(exc, path, ScanConfig) from None
+        raise format_validation_error(exc, path, model) from None
+
+
+def parse_config(data: Any, path: str | Path | None = None) -> ScanConfig:
+    """Validate an already-parsed YAML document."""
+    return _validate(ScanConfig, data, path)
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -355,12 +362,7 @@ def load_config(path: str | Path) -> ScanConfig:
 
 def parse_detect_config(data: Any, path: str | Path | None = None) -> DetectConfig:
     """Validate an already-parsed detect/watch config document."""
-    if not isinstance(data, dict):
-        raise ConfigError(path, None, f"expected a mapping of sections at the top level, got {type(data).__name__}")
-    try:
-        return DetectConfig.model_validate(data)
-    except ValidationError as exc:
-        raise format_validation_error(exc, path, DetectConfig) from None
+    return _validate(DetectConfig, data, path)
 
 
 def load_detect_config(path: str | Path) -> DetectConfig:

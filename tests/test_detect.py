@@ -14,11 +14,9 @@ import tifffile
 
 from flakehunter.candidates import read_candidates
 from flakehunter.detection.evaluation import TruthFlake, match, summarize
-from flakehunter.devices import AxisRange, DeviceContext, TravelLimits
 from flakehunter.geometry import PixelTransform
-from flakehunter.hardware.simulator.camera import SimulatorCamera, SimulatorCameraOptions
 from flakehunter.hardware.simulator.chip import ChipSpec, generate_chip
-from flakehunter.hardware.simulator.stage import SimulatorStage, SimulatorStageOptions
+from flakehunter.hardware.simulator.microscope import SimulatedMicroscope
 from flakehunter.registry import get_registry
 
 PIXEL_UM = 1.15
@@ -38,20 +36,10 @@ def rendered(tmp_path_factory: pytest.TempPathFactory):
         residue_blobs=3, dust=15, min_spacing_um=12,
     )
     layout = generate_chip(spec, material, 90.0, seed=5)
-    ctx = DeviceContext(transform=PixelTransform(PIXEL_UM), material="graphene", oxide_nm=90.0, seed=5)
-    stage = SimulatorStage(SimulatorStageOptions(time_scale=0), ctx)
-    stage.limits = TravelLimits(AxisRange(-1e4, 1e4), AxisRange(-1e4, 1e4), AxisRange(-1e3, 1e3))
-    ctx.stage = stage
-    camera = SimulatorCamera(SimulatorCameraOptions(shape=SHAPE), ctx)
-    camera.layout = layout
-    camera.connect()
-    frames = []
+    scope = SimulatedMicroscope(layout, seed=5, transform=PixelTransform(PIXEL_UM), shape=SHAPE)
     step_x, step_y = SHAPE[1] * PIXEL_UM * 0.85, SHAPE[0] * PIXEL_UM * 0.85
-    for i in range(3):
-        for j in range(3):
-            x, y = 345 + j * step_x, 230 + i * step_y
-            stage.move_to_um(x, y, float(layout.focus_z_um_at(x, y)))
-            frames.append((x, y, camera.snap()))
+    positions = [(345 + j * step_x, 230 + i * step_y) for i in range(3) for j in range(3)]
+    frames = [(x, y, scope.snap_at(x, y)) for x, y in positions]
     truth = [
         TruthFlake(f.id, f.layers, f.theta_deg, f.area_um2, f.polygon, f.straight_edges) for f in layout.flakes
     ]

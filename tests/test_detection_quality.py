@@ -110,11 +110,8 @@ def test_out_of_focus_tiles_report_nothing_rather_than_wrong_layers(write_config
 
 def _frames(tmp_path: Path, *, offset_nm: float, lamp_k: float, positions: list[tuple[float, float]]):
     """Frames (and truth label images) of a dense chip, rendered in-process."""
-    from flakehunter.devices import AxisRange, DeviceContext, TravelLimits
-    from flakehunter.geometry import PixelTransform
-    from flakehunter.hardware.simulator.camera import SimulatorCamera, SimulatorCameraOptions
     from flakehunter.hardware.simulator.chip import ChipSpec, generate_chip
-    from flakehunter.hardware.simulator.stage import SimulatorStage, SimulatorStageOptions
+    from flakehunter.hardware.simulator.microscope import SimulatedMicroscope
     from flakehunter.registry import get_registry
 
     spec = ChipSpec(
@@ -122,19 +119,11 @@ def _frames(tmp_path: Path, *, offset_nm: float, lamp_k: float, positions: list[
         oxide_jitter_nm=0, oxide_offset_nm=offset_nm, min_spacing_um=12,
     )
     layout = generate_chip(spec, get_registry().material("graphene"), 90.0, seed=13)
-    ctx = DeviceContext(transform=PixelTransform(1.15), material="graphene", oxide_nm=90.0, seed=13)
-    stage = SimulatorStage(SimulatorStageOptions(time_scale=0), ctx)
-    stage.limits = TravelLimits(AxisRange(-1e4, 1e4), AxisRange(-1e4, 1e4), AxisRange(-1e3, 1e3))
-    ctx.stage = stage
-    camera = SimulatorCamera(SimulatorCameraOptions(shape=(400, 600), lamp_temperature_k=lamp_k), ctx)
-    camera.layout = layout
-    camera.connect()
+    scope = SimulatedMicroscope(layout, seed=13, shape=(400, 600), lamp_temperature_k=lamp_k)
     images, labels = [], []
     for k, (x, y) in enumerate(positions):
-        stage.move_to_um(x, y, float(layout.focus_z_um_at(x, y)))
-        image = camera.snap()
-        tifffile.imwrite(tmp_path / f"frame{k}.tif", image, photometric="rgb")
-        tifffile.imwrite(tmp_path / f"frame{k}_label.tif", camera.label_image(x, y))
+        tifffile.imwrite(tmp_path / f"frame{k}.tif", scope.snap_at(x, y), photometric="rgb")
+        tifffile.imwrite(tmp_path / f"frame{k}_label.tif", scope.label_image_at(x, y))
         images.append(tmp_path / f"frame{k}.tif")
         labels.append(tmp_path / f"frame{k}_label.tif")
     return images, labels

@@ -7,11 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from flakehunter.devices import AxisRange, DeviceContext, TravelLimits
 from flakehunter.geometry import PixelTransform
-from flakehunter.hardware.simulator.camera import SimulatorCamera, SimulatorCameraOptions
 from flakehunter.hardware.simulator.chip import ChipLayout
-from flakehunter.hardware.simulator.stage import SimulatorStage, SimulatorStageOptions
+from flakehunter.hardware.simulator.microscope import SimulatedMicroscope
 from flakehunter.training.angles import Dihedral, angle_error_deg, random_guess_rms_deg
 from flakehunter.training.augment import Augmenter, AugmentSpec
 from flakehunter.training.simdata import image_angle_deg
@@ -84,15 +82,8 @@ def _render_ribbon(theta_stage_deg: float, transform: PixelTransform) -> np.ndar
         "flakes": [{"id": 1, "kind": "thick", "layers": 60, "theta_deg": theta_stage_deg % 30,
                     "polygon_um": [corners]}],
     })
-    ctx = DeviceContext(transform=transform, material="graphene", oxide_nm=90.0, seed=1)
-    stage = SimulatorStage(SimulatorStageOptions(time_scale=0), ctx)
-    stage.limits = TravelLimits(AxisRange(0, 1000), AxisRange(0, 1000), AxisRange(-10, 10))
-    ctx.stage = stage
-    camera = SimulatorCamera(SimulatorCameraOptions(shape=(120, 120), read_noise_e=0, flicker=0), ctx)
-    camera.layout = layout
-    camera.connect()
-    stage.move_to_um(500, 500, 0)
-    return camera.snap()[..., 1].astype(float)
+    scope = SimulatedMicroscope(layout, seed=1, transform=transform, shape=(120, 120), read_noise_e=0, flicker=0)
+    return scope.snap_at(500, 500)[..., 1].astype(float)
 
 
 @pytest.mark.parametrize("transform", [PixelTransform(1.0), PixelTransform(1.0, flip_rows=True),

@@ -25,16 +25,14 @@ import tifffile
 
 from flakehunter.candidates import Candidate, CandidateSink, read_candidates
 from flakehunter.config import DetectConfig, MaterialConfig, WatchOptions
-from flakehunter.devices import AxisRange, DeviceContext, TravelLimits
 from flakehunter.errors import InputError
 from flakehunter.geometry import PixelTransform
-from flakehunter.hardware.simulator.camera import SimulatorCamera, SimulatorCameraOptions
 from flakehunter.hardware.simulator.chip import ChipSpec, generate_chip
-from flakehunter.hardware.simulator.stage import SimulatorStage, SimulatorStageOptions
+from flakehunter.hardware.simulator.microscope import SimulatedMicroscope
 from flakehunter.journal import DONE, QUARANTINED, Journal
 from flakehunter.logs import JsonLineFormatter, read_log
 from flakehunter.registry import get_registry
-from flakehunter.tiles import write_tile
+from flakehunter.testing.files import ome_tiff_bytes, write_slowly
 from flakehunter.watch import RecentCandidateSink, Watcher, _EventInbox
 
 PIXEL_UM = 1.15
@@ -50,45 +48,18 @@ CONFIG = DetectConfig(material=MaterialConfig(name="graphene", oxide_nm=90), wat
 @pytest.fixture(scope="module")
 def frames() -> list[tuple[float, float, np.ndarray]]:
     """Twenty 200 x 300 px frames of a dense simulated graphene chip, with their stage positions."""
-    material = get_registry().material("graphene")
     spec = ChipSpec(origin_um=(0, 0), size_um=(1400, 1000), thin_flakes=60, thick_flakes=12, multilayer_flakes=3,
                     residue_blobs=2, dust=10, min_spacing_um=10)
-    layout = generate_chip(spec, material, 90.0, seed=21)
-    ctx = DeviceContext(transform=PixelTransform(PIXEL_UM), material="graphene", oxide_nm=90.0, seed=21)
-    stage = SimulatorStage(SimulatorStageOptions(time_scale=0), ctx)
-    stage.limits = TravelLimits(AxisRange(-1e4, 1e4), AxisRange(-1e4, 1e4), AxisRange(-1e3, 1e3))
-    ctx.stage = stage
-    camera = SimulatorCamera(SimulatorCameraOptions(shape=SHAPE), ctx)
-    camera.layout = layout
-    camera.connect()
-    out = []
-    for i in range(4):
-        for j in range(5):
-            x, y = 180 + j * 345 * 0.8, 120 + i * 230 * 0.8
-            stage.move_to_um(x, y, float(layout.focus_z_um_at(x, y)))
-            out.append((x, y, camera.snap()))
-    return out
+    layout = generate_chip(spec, get_registry().material("graphene"), 90.0, seed=21)
+    scope = SimulatedMicroscope(layout, seed=21, transform=PixelTransform(PIXEL_UM), shape=SHAPE)
+    positions = [(180 + j * 345 * 0.8, 120 + i * 230 * 0.8) for i in range(4) for j in range(5)]
+    return [(x, y, scope.snap_at(x, y)) for x, y in positions]
 
 
 def tiff_bytes(frame: tuple[float, float, np.ndarray], tmp: Path) -> bytes:
     """A frame as the OME-TIFF bytes an acquisition program would write (position and pixel size in µm)."""
     x, y, image = frame
-    path = tmp / f".render-{x:.0f}-{y:.0f}.ome.tif"
-    write_tile(path, image, pixel_size_um=PIXEL_UM, x_um=x, y_um=y, z_um=0.0, provenance={})
-    data = path.read_bytes()
-    path.unlink()
-    return data
-
-
-def write_slowly(path: Path, data: bytes, chunks: int, pause_s: float) -> None:
-    """Write ``data`` in ``chunks`` pieces with pauses, keeping the file open (a streaming writer)."""
-    step = -(-len(data) // chunks)
-    with open(path, "wb") as fh:
-        for k in range(0, len(data), step):
-            fh.write(data[k : k + step])
-            fh.flush()
-            if k + step < len(data):
-                time.sleep(pause_s)
+    return ome_tiff_bytes(image, pixel_size_um=PIXEL_UM, x_um=x, y_um=y)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:

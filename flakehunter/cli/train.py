@@ -45,6 +45,21 @@ SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="Override any recipe field: KEY=VALUE (YAML value, dotted keys).")
 ]
 
+# Options train and pretrain share.
+ModelOpt = Annotated[str | None, typer.Option("--model", help="small-cnn, resnet18 or resnet50.")]
+WidthOpt = Annotated[int | None, typer.Option("--width", help="small-cnn base width.")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Number of epochs.")]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="Peak learning rate (AdamW).")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed of everything random.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")]
+ImageSizeOpt = Annotated[int | None, typer.Option("--image-size", help="Resize images to N x N.")]
+NumWorkersOpt = Annotated[int | None, typer.Option("--num-workers", help="Data-loader processes.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: all).")]
+TensorboardOpt = Annotated[
+    bool | None, typer.Option("--tensorboard/--no-tensorboard", help="TensorBoard logs (default: if installed).")
+]
+ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="Continue the run in this output folder.")]
+
 
 def _collect(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None and k not in ("recipe", "set_", "resume")}
@@ -67,11 +82,11 @@ def train(
     ] = None,
     label_column: Annotated[str | None, typer.Option("--label-column", help="CSV column holding the label.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Use only N training labels (stratified).")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="small-cnn, resnet18 or resnet50.")] = None,
-    width: Annotated[int | None, typer.Option("--width", help="small-cnn base width.")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Number of epochs.")] = None,
+    model: ModelOpt = None,
+    width: WidthOpt = None,
+    epochs: EpochsOpt = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per step.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (AdamW).")] = None,
+    lr: LrOpt = None,
     weight_decay: Annotated[float | None, typer.Option("--weight-decay", help="AdamW weight decay.")] = None,
     schedule: Annotated[str | None, typer.Option("--schedule", help="onecycle, step or constant.")] = None,
     warmup_epochs: Annotated[float | None, typer.Option("--warmup-epochs", help="Linear warm-up length.")] = None,
@@ -82,9 +97,9 @@ def train(
     early_stopping: Annotated[
         int | None, typer.Option("--early-stopping", help="Stop after N epochs without improvement.")
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of everything random.")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
-    image_size: Annotated[int | None, typer.Option("--image-size", help="Resize images to N x N.")] = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    image_size: ImageSizeOpt = None,
     crop: Annotated[
         int | None, typer.Option("--crop", help="Random N x N training crops (centre crop otherwise).")
     ] = None,
@@ -101,13 +116,11 @@ def train(
     freeze_backbone: Annotated[
         bool | None, typer.Option("--freeze-backbone/--train-backbone", help="Train only the head.")
     ] = None,
-    num_workers: Annotated[int | None, typer.Option("--num-workers", help="Data-loader processes.")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: all).")] = None,
-    tensorboard: Annotated[
-        bool | None, typer.Option("--tensorboard/--no-tensorboard", help="TensorBoard logs (default: if installed).")
-    ] = None,
+    num_workers: NumWorkersOpt = None,
+    threads: ThreadsOpt = None,
+    tensorboard: TensorboardOpt = None,
     set_: SetOpt = None,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run in this output folder.")] = None,
+    resume: ResumeOpt = None,
 ) -> None:
     """Train a classifier or an angle regressor; checkpoints every epoch into --out."""
     params = dict(locals())
@@ -145,25 +158,23 @@ def pretrain(
     recipe: RecipeOpt = None,
     data: Annotated[Path | None, typer.Option("--data", help="Unlabelled images: a folder or a CSV of paths.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder.")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="small-cnn, resnet18 or resnet50.")] = None,
-    width: Annotated[int | None, typer.Option("--width", help="small-cnn base width.")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Number of epochs.")] = None,
+    model: ModelOpt = None,
+    width: WidthOpt = None,
+    epochs: EpochsOpt = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images (pairs of views) per step.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (AdamW).")] = None,
+    lr: LrOpt = None,
     temperature: Annotated[float | None, typer.Option("--temperature", help="NT-Xent temperature.")] = None,
     projection_dim: Annotated[int | None, typer.Option("--projection-dim", help="Projection head output size.")] = None,
-    image_size: Annotated[int | None, typer.Option("--image-size", help="Resize images to N x N.")] = None,
+    image_size: ImageSizeOpt = None,
     crop: Annotated[int | None, typer.Option("--crop", help="View size in pixels.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Use only N images.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of everything random.")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
-    num_workers: Annotated[int | None, typer.Option("--num-workers", help="Data-loader processes.")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: all).")] = None,
-    tensorboard: Annotated[
-        bool | None, typer.Option("--tensorboard/--no-tensorboard", help="TensorBoard logs (default: if installed).")
-    ] = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    num_workers: NumWorkersOpt = None,
+    threads: ThreadsOpt = None,
+    tensorboard: TensorboardOpt = None,
     set_: SetOpt = None,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run in this output folder.")] = None,
+    resume: ResumeOpt = None,
 ) -> None:
     """SimCLR self-supervised pretraining on unlabelled images; writes simclr.pt and backbone.pt."""
     params = dict(locals())

@@ -4,4 +4,6 @@
   controllers on real pseudo-terminals, with injectable faults.
 * `flakehunter.testing.contracts`: the contract-test suites every stage and camera plugin runs
   (needs pytest).
+* `flakehunter.testing.files`: OME-TIFF bytes of a frame, and a writer that streams a file slowly
+  (for watch-folder tests).
 """

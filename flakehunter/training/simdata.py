@@ -32,12 +32,10 @@ from shapely.ops import polylabel
 
 from flakehunter import __version__
 from flakehunter.atomic import atomic_write, write_json_atomic
-from flakehunter.devices import AxisRange, DeviceContext, TravelLimits
 from flakehunter.errors import InputError, RuntimeFailure
 from flakehunter.geometry import PixelTransform
-from flakehunter.hardware.simulator.camera import SimulatorCamera, SimulatorCameraOptions
-from flakehunter.hardware.simulator.chip import ChipLayout, ChipSpec, SimFlake, generate_chip
-from flakehunter.hardware.simulator.stage import SimulatorStage, SimulatorStageOptions
+from flakehunter.hardware.simulator.chip import ChipSpec, SimFlake, generate_chip
+from flakehunter.hardware.simulator.microscope import SimulatedMicroscope
 from flakehunter.training.datasets import DATASET_FORMAT
 from flakehunter.training.logs import write_csv
 
@@ -69,30 +67,6 @@ def image_angle_deg(theta_stage_deg: float, transform: PixelTransform, period_de
 
 def _largest(geom: Polygon | MultiPolygon) -> Polygon:
     return max(geom.geoms, key=lambda g: g.area) if isinstance(geom, MultiPolygon) else geom
-
-
-class _Rig:
-    """A simulator stage and camera looking at one chip."""
-
-    def __init__(self, layout: ChipLayout, material: str, oxide_nm: float, seed: int, tile_px: int,
-                 pixel_size_um: float, numerical_aperture: float) -> None:
-        self.transform = PixelTransform(pixel_size_um)
-        ctx = DeviceContext(transform=self.transform, material=material, oxide_nm=oxide_nm, seed=seed)
-        self.stage = SimulatorStage(SimulatorStageOptions(time_scale=0), ctx)
-        wide = AxisRange(-1e7, 1e7)
-        self.stage.limits = TravelLimits(wide, wide, wide)
-        ctx.stage = self.stage
-        self.camera = SimulatorCamera(
-            SimulatorCameraOptions(shape=(tile_px, tile_px), numerical_aperture=numerical_aperture), ctx
-        )
-        self.camera.layout = layout
-        self.camera.connect()
-        self.layout = layout
-        self.shape = (tile_px, tile_px)
-
-    def snap(self, x_um: float, y_um: float) -> np.ndarray:
-        self.stage.move_to_um(x_um, y_um, float(self.layout.focus_z_um_at(x_um, y_um)))
-        return self.camera.snap()
 
 
 def _chip_spec(task: str, classes: list[str], tile_um: float) -> ChipSpec:
@@ -160,7 +134,9 @@ def write_simulator_dataset(
         if all(v == 0 for v in quota.values()):
             break
         layout = generate_chip(spec, mat, oxide_nm, chip_seed)
-        rig = _Rig(layout, material, oxide_nm, chip_seed, tile_px, pixel_size_um, numerical_aperture)
+        rig = SimulatedMicroscope(layout, material=material, oxide_nm=oxide_nm, seed=chip_seed,
+                                  transform=PixelTransform(pixel_size_um), shape=(tile_px, tile_px),
+                                  numerical_aperture=numerical_aperture)
         chips.append(chip_seed)
         taken: set[int] = set()
         x0, y0, x1, y1 = layout.bounds_um
@@ -206,7 +182,7 @@ def write_simulator_dataset(
 
 
 def _crops_in_tile(
-    rig: _Rig, x_um: float, y_um: float, task: str, quota: dict[str, int], taken: set[int], crop_px: int,
+    rig: SimulatedMicroscope, x_um: float, y_um: float, task: str, quota: dict[str, int], taken: set[int], crop_px: int,
     half: int, period: float, out: Path, start: int, chip_seed: int,
 ) -> list[dict[str, Any]]:
     fov = rig.transform.footprint((x_um, y_um), rig.shape)
@@ -224,7 +200,7 @@ def _crops_in_tile(
         quota[label if task == "thickness" else "axis"] -= 1
     if not chosen:
         return []
-    tile = rig.snap(x_um, y_um)
+    tile = rig.snap_at(x_um, y_um)
     rows = []
     for flake, label, (cx, cy) in chosen:
         r, c = rig.transform.stage_to_pixel(cx, cy, (x_um, y_um), rig.shape)

@@ -57,7 +57,7 @@ class ASIMS2000Emulator(ControllerEmulator):
             values = " ".join(str(round(self.axes[a].where(now))) for a in axes)
             self.reply(f":A {values} ")
         elif verb in ("M", "MOVE"):
-            targets = self._assignments(args)
+            targets = self.axis_assignments(args, _ASSIGN, missing_code=MISSING_PARAMETERS, bad_axis_code=UNKNOWN_AXIS)
             if targets is None:
                 return
             if not all(self.axes[a].in_travel(v) for a, v in targets.items()):
@@ -71,7 +71,7 @@ class ASIMS2000Emulator(ControllerEmulator):
                 self.axes[a].move_to(0.0, now)
             self.reply(":A ")
         elif verb in ("H", "HERE"):
-            targets = self._assignments(args)
+            targets = self.axis_assignments(args, _ASSIGN, missing_code=MISSING_PARAMETERS, bad_axis_code=UNKNOWN_AXIS)
             if targets is None:
                 return
             for a, v in targets.items():
@@ -83,16 +83,3 @@ class ASIMS2000Emulator(ControllerEmulator):
             self.reply(":A ")
         else:
             self.reply(self.error_reply(UNKNOWN_COMMAND))
-
-    def _assignments(self, args: list[str]) -> dict[str, float] | None:
-        if not args:
-            self.reply(self.error_reply(MISSING_PARAMETERS))
-            return None
-        targets: dict[str, float] = {}
-        for arg in args:
-            m = _ASSIGN.match(arg)
-            if m is None:
-                self.reply(self.error_reply(UNKNOWN_AXIS))
-                return None
-            targets[m.group(1).lower()] = round(float(m.group(2)))
-        return targets

@@ -261,6 +261,23 @@ class ControllerEmulator:
         """Answer ``command`` with error ``code`` instead of executing it."""
         self.reply(self.error_reply(code))
 
+    def axis_assignments(
+        self, args: list[str], pattern: re.Pattern[str], *, missing_code: int, bad_axis_code: int
+    ) -> dict[str, float] | None:
+        """Parse ``X=1 Y=2`` arguments (``pattern`` captures axis and integer value); on a bad one, reply
+        with the controller's error and return None."""
+        if not args:
+            self.reply(self.error_reply(missing_code))
+            return None
+        targets: dict[str, float] = {}
+        for arg in args:
+            m = pattern.match(arg)
+            if m is None:
+                self.reply(self.error_reply(bad_axis_code))
+                return None
+            targets[m.group(1).lower()] = round(float(m.group(2)))
+        return targets
+
     def reply(self, text: str | bytes, *, at: float | None = None, terminate: bool = True) -> None:
         """Queue a reply, sent after the latency (or at time ``at``, e.g. the end of a move)."""
         data = text.encode("ascii") if isinstance(text, str) else bytes(text)

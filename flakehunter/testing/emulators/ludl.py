@@ -79,7 +79,9 @@ class LudlMAC5000Emulator(ControllerEmulator):
                 return
             self.reply(":A " + " ".join(str(round(self.axes[a].where(now))) for a in axes))
         elif verb == "MOVE":
-            targets = self._assignments(args)
+            targets = self.axis_assignments(
+                args, _ASSIGN, missing_code=NOT_ENOUGH_PARAMETERS, bad_axis_code=ILLEGAL_AXIS
+            )
             if targets is None:
                 return
             if not all(self.axes[a].in_travel(v) for a, v in targets.items()):
@@ -88,7 +90,9 @@ class LudlMAC5000Emulator(ControllerEmulator):
             self.start_move(targets, now)
             self.reply(":A ")
         elif verb == "HERE":
-            targets = self._assignments(args)
+            targets = self.axis_assignments(
+                args, _ASSIGN, missing_code=NOT_ENOUGH_PARAMETERS, bad_axis_code=ILLEGAL_AXIS
+            )
             if targets is None:
                 return
             for a, v in targets.items():
@@ -104,16 +108,3 @@ class LudlMAC5000Emulator(ControllerEmulator):
             self.reply(":A ")
         else:
             self.reply(self.error_reply(UNKNOWN_COMMAND))
-
-    def _assignments(self, args: list[str]) -> dict[str, float] | None:
-        if not args:
-            self.reply(self.error_reply(NOT_ENOUGH_PARAMETERS))
-            return None
-        targets: dict[str, float] = {}
-        for arg in args:
-            m = _ASSIGN.match(arg)
-            if m is None:
-                self.reply(self.error_reply(ILLEGAL_AXIS))
-                return None
-            targets[m.group(1).lower()] = int(m.group(2))
-        return targets
