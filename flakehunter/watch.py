@@ -309,6 +309,7 @@ class Watcher:
         self._observer: Any = None
         self._observer_kind = ""
         self._handler = _EventInbox(self._inbox)
+        self._calibration: list[dict[str, Any]] = []
 
     # -- control ----------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -345,6 +346,7 @@ class Watcher:
                         self.out, pipeline, journal, self.sink, pixel_size_um=self.config.pixel_size_um
                     )
                     self._reconcile_quarantine()
+                    self._calibration = pipeline.calibration_report()
                     self._write_manifest("running")
                     try:
                         self._loop()
@@ -716,7 +718,20 @@ class Watcher:
         log.info("watch: %s: %d candidate(s) in %.2f s", pf.path.name, len(result.candidates), result.seconds,
                  extra={"event": "file_done", "file": pf.key, "candidates": len(result.candidates),
                         "seconds": round(result.seconds, 4), "sha256": sha})
+        self._note_calibration()
         self._finish(pf)
+
+    def _note_calibration(self) -> None:
+        """Detectors calibrate themselves on the first images that arrive: say so once they have."""
+        report = self.analyzer.pipeline.calibration_report()
+        if report == self._calibration:
+            return
+        self._calibration = report
+        for entry in report:
+            log.info("watch: %s detector: %s, oxide %.1f nm%s", entry["detector"], entry["method"],
+                     entry["oxide_nm"], f" ({entry['note']})" if entry.get("note") else "",
+                     extra={"event": "calibrated", **entry})
+        self._write_manifest("running")
 
     def _changed_since(self, pf: PendingFile, st: FileStat) -> bool:
         """True (and the file rescheduled) when its size or mtime differ from ``st`` now."""
@@ -857,10 +872,8 @@ class Watcher:
             "config_file": str(self.config_path) if self.config_path else None,
             "config": self.config.model_dump(mode="json"),
             "versions": {"python": platform.python_version(), "tifffile": tifffile.__version__},
-            "calibration": {
-                "material": self.config.material.name, "oxide_nm": self.config.material.oxide_nm,
-                "method": "thin-film model at nominal oxide",
-            },
+            # What the detectors use now: nominal until they have calibrated on the first images.
+            "calibration": {"nominal_oxide_nm": self.config.material.oxide_nm, "detectors": self._calibration},
             "summary": self.summary(),
         }
         if not with_files:

@@ -95,7 +95,9 @@ class ThreadedWatcher:
         self.logger.addHandler(self.log_handler)
         self.logger.setLevel(logging.INFO)
         self.thread.start()
-        wait_for(lambda: hasattr(self.watcher, "analyzer") or self.error is not None, 30, "the watcher to start")
+        # Up once its observer runs: the tests' own observer checks need it, and files come after it.
+        wait_for(lambda: getattr(self.watcher, "_observer", None) is not None or self.error is not None, 30,
+                 "the watcher to start")
         return self.watcher
 
     def __exit__(self, *exc: object) -> None:
@@ -267,6 +269,9 @@ def test_restart_after_kill9_neither_reprocesses_nor_skips(frames, tmp_path: Pat
     events = done_events(out)
     assert max(events.values()) == 1, "no file analysed to completion twice"
     check_candidates_match_journal(out)
+    # The detector calibrated itself on the first images and kept that across the kill; the manifest says so.
+    (calibration,) = json.loads((out / "manifest.json").read_text())["calibration"]["detectors"]
+    assert calibration["method"] == "self-calibrated" and abs(calibration["oxide_nm"] - 90) < 3
     # A third start over the finished folder analyses nothing.
     proc = _start_cli(watch_dir, out, config, console)
     try:
