@@ -32,6 +32,7 @@ class FileResult:
     candidates: list[Candidate]
     position_source: str
     seconds: float
+    warnings: list[str]
 
 
 class FileAnalyzer:
@@ -140,10 +141,10 @@ class FileAnalyzer:
         with self.journal.transaction():
             self.journal.set(
                 key, DONE, candidates=len(written), position_source=meta.source if positioned else "none",
-                pixel_size_um=pixel_size, seconds=round(seconds, 4),
+                pixel_size_um=pixel_size, seconds=round(seconds, 4), warnings=meta.warnings or None,
             )
             self.journal.put_state("pipeline", self.pipeline.state())
-        return FileResult(path, written, meta.source if positioned else "none", seconds)
+        return FileResult(path, written, meta.source if positioned else "none", seconds, meta.warnings)
 
 
 def image_ownership(files: list[Path], pixel_size_um: float | None, edge_px: float = 2.0) -> TileOwnership:
@@ -244,6 +245,7 @@ def run_detect(
                 "done": sum(1 for f in files if (i := items.get(FileAnalyzer.key(f))) and i.status == DONE),
                 "failed": len(bad),
                 "candidates": sink.count,
+                "files_with_warnings": sorted(k for k, i in items.items() if i.data.get("warnings")),
                 "wall_s": round(time.monotonic() - started, 2),
             }
             manifest = {

@@ -539,7 +539,8 @@ class ScanRunner:
         elapsed = time.perf_counter() - t0
         self._timings["detect_s"] += elapsed
         with journal.transaction():
-            journal.set(record.key, DONE, candidates=len(written), detect_s=round(elapsed, 4))
+            journal.set(record.key, DONE, candidates=len(written), detect_s=round(elapsed, 4),
+                        warnings=meta.warnings or None)
             journal.put_state("pipeline", pipeline.state())
         for c in written:
             broadcast(self.pm, "candidate_found", scan=ctx, candidate=c)
@@ -580,9 +581,12 @@ class ScanRunner:
                 "file": self._key(t), "status": item.status if item else PLANNED,
             }
             if item:
-                entry.update({k: v for k, v in item.data.items() if k in ("candidates", "error")})
+                entry.update({k: v for k, v in item.data.items() if k in ("candidates", "error", "warnings") and v})
+                if item.data.get("z_um") is not None:  # where the stage really was (z from autofocus or a map)
+                    entry["stage_um"] = [round(item.data[k], 3) for k in ("x_um", "y_um", "z_um")]
             tiles.append(entry)
         counts = {s: sum(1 for t in tiles if t["status"] == s) for s in (PLANNED, ACQUIRED, DONE, FAILED)}
+        warned = [t["index"] for t in tiles if t.get("warnings")]
         wall = time.monotonic() - getattr(self, "_started", time.monotonic())
         summary = {
             "status": status,
@@ -590,6 +594,7 @@ class ScanRunner:
             "tiles": counts,
             "candidates": sink.count,
             "duplicates_dropped": sink.duplicates_dropped,
+            "tiles_with_warnings": warned,
             "wall_s": round(wall, 2),
             **{k: round(v, 2) for k, v in getattr(self, "_timings", {}).items()},
         }
@@ -622,6 +627,7 @@ class ScanRunner:
                 },
             },
             "plan": plan.describe(),
+            "focus": plan.focus.describe() if plan.focus else {"mode": self.config.focus.mode},
             "summary": summary,
             "tiles": tiles,
         }

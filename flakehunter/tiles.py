@@ -93,6 +93,9 @@ class ImageMeta:
     z_um: float | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     source: str = "none"
+    #: What detectors found wrong with the image as a whole (e.g. out of focus); recorded with the tile or
+    #: file in the journal and manifest, so that a user can go back to it.
+    warnings: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------- names

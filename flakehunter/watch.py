@@ -715,9 +715,10 @@ class Watcher:
             return
         self.counts.analysed += 1
         self.counts.candidates += len(result.candidates)
-        log.info("watch: %s: %d candidate(s) in %.2f s", pf.path.name, len(result.candidates), result.seconds,
+        log.info("watch: %s: %d candidate(s) in %.2f s%s", pf.path.name, len(result.candidates), result.seconds,
+                 "".join(f"; {w}" for w in result.warnings),
                  extra={"event": "file_done", "file": pf.key, "candidates": len(result.candidates),
-                        "seconds": round(result.seconds, 4), "sha256": sha})
+                        "seconds": round(result.seconds, 4), "sha256": sha, "warnings": result.warnings})
         self._note_calibration()
         self._finish(pf)
 

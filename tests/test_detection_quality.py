@@ -106,6 +106,13 @@ def test_out_of_focus_tiles_report_nothing_rather_than_wrong_layers(write_config
                          tmp_path / "blurred").run()
     assert focused["candidates"] >= 30
     assert blurred["candidates"] <= 0.25 * focused["candidates"], (blurred, focused)
+    # The blurred tiles are named in the manifest, so that the user can go back to them.
+    assert focused["tiles_with_warnings"] == []
+    assert len(blurred["tiles_with_warnings"]) >= blurred["tiles_total"] // 2, blurred
+    manifest = json.loads((tmp_path / "blurred" / "manifest.json").read_text())
+    warned = [t for t in manifest["tiles"] if t.get("warnings")]
+    assert [t["index"] for t in warned] == blurred["tiles_with_warnings"]
+    assert all("out of focus" in w for t in warned for w in t["warnings"])
 
 
 def _frames(tmp_path: Path, *, offset_nm: float, lamp_k: float, positions: list[tuple[float, float]]):

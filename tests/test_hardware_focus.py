@@ -7,6 +7,7 @@ allows it, and show that the chip used is tilted enough that focus matters.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +106,10 @@ def test_focus_map_scan_keeps_every_tile_within_the_depth_of_field(tmp_path: Pat
     summary = ScanRunner(path, tmp_path / "run").run()
     assert summary["status"] == "completed"
     layout = ChipLayout.load_json(tmp_path / "run" / "truth.json")
-    errors, without = [], []
+    errors, without, taken = [], [], []
     for tile in sorted((tmp_path / "run" / "tiles").glob("*.tif")):
         _, meta = read_geometry(tile)
+        taken.append(meta.z_um)
         focus = float(layout.focus_z_um_at(meta.x_um, meta.y_um))
         errors.append(meta.z_um - focus)
         without.append(TILTED["focus"]["z_um"] - focus)
@@ -115,8 +117,10 @@ def test_focus_map_scan_keeps_every_tile_within_the_depth_of_field(tmp_path: Pat
     assert max(abs(e) for e in errors) <= DOF_UM / 2
     assert max(abs(e) for e in errors) <= 2.0
     assert max(abs(e) for e in without) > DOF_UM  # focus matters on this chip
-    manifest = (tmp_path / "run" / "manifest.json").read_text(encoding="utf-8")
-    assert '"mode": "map"' in manifest
+    # The manifest keeps the fitted map's points and the z each tile was really taken at.
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["focus"]["mode"] == "map" and len(manifest["focus"]["points_um"]) >= 3
+    assert sorted(t["stage_um"][2] for t in manifest["tiles"]) == pytest.approx(sorted(taken), abs=1e-3)
 
 
 def test_autofocus_mode_refocuses_on_tiles(tmp_path: Path) -> None:

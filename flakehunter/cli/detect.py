@@ -74,6 +74,9 @@ def detect(
         f"in {summary['wall_s']:.1f} s"
     )
     typer.echo(f"  candidates: {out / 'candidates.csv'} (and candidates.jsonl)")
+    if summary["files_with_warnings"]:
+        typer.secho(f"  {len(summary['files_with_warnings'])} file(s) with warnings (e.g. out of focus); "
+                    f"see {out / 'manifest.json'}", fg=typer.colors.YELLOW, err=True)
     if summary["bad_files"]:
         for message in summary["bad_files"].values():
             error(message)

@@ -141,6 +141,11 @@ def _print_summary(runner: Any, summary: dict[str, Any]) -> None:
     typer.echo(f"  manifest:   {run_dir / 'manifest.json'}")
     if (run_dir / "truth.json").exists():
         typer.echo(f"  truth:      {run_dir / 'truth.json'} (simulator ground truth)")
+    if summary.get("tiles_with_warnings"):
+        warned = summary["tiles_with_warnings"]
+        shown = ", ".join(map(str, warned[:10])) + (" ..." if len(warned) > 10 else "")
+        typer.secho(f"  {len(warned)} tile(s) with warnings (e.g. out of focus): {shown}; see manifest.json",
+                    fg=typer.colors.YELLOW, err=True)
     if summary["status"] != "completed":
         failed = tiles.get("failed", 0)
         if failed:

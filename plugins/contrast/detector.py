@@ -339,11 +339,12 @@ class ContrastDetector:
                 )
         if len(sharpness_seen) >= 3 and float(np.median(sharpness_seen)) < self.options.min_edge_sharpness:
             # Most edges in this image are soft: it is out of focus, and no layer count in it can be trusted.
-            log.warning(
-                "%s: out of focus (median edge sharpness %.2f/px < %.2f); %d region(s) not reported",
-                meta.provenance.get("tile_index", "image") if meta.provenance else "image",
-                float(np.median(sharpness_seen)), self.options.min_edge_sharpness, len(out),
+            warning = (
+                f"out of focus (median edge sharpness {float(np.median(sharpness_seen)):.2f}/px < "
+                f"{self.options.min_edge_sharpness:.2f}); {len(out)} region(s) not reported"
             )
+            meta.warnings.append(warning)
+            log.warning("%s: %s", meta.provenance.get("tile_index", "image") if meta.provenance else "image", warning)
             return list(detections)
         return [*detections, *out]
 
