@@ -385,6 +385,8 @@ def job_summary(job: Job) -> dict[str, Any]:
 def list_jobs(folder: str | Path) -> list[dict[str, Any]]:
     """Every job of the queue (journal order), then files waiting to be taken."""
     folder = Path(folder)
+    if not folder.is_dir():  # a mistyped --queue must not read as an empty queue
+        raise InputError(f"{folder}: no such job queue folder")
     out: list[dict[str, Any]] = []
     known: set[str] = set()
     if (folder / QUEUE_DB).exists():

@@ -197,6 +197,8 @@ def test_queue_add_list_cancel(tmp_path: Path) -> None:
     bad = write_job(sources, "typo", {**TINY, "overlap_procent": 10})
     result = cli("queue", "add", str(bad), "--queue", str(queue))
     assert result.returncode == 2 and "typo.yaml" in result.stderr and "overlap_procent" in result.stderr
+    mistyped = cli("queue", "list", "--queue", str(tmp_path / "qeueu"))
+    assert mistyped.returncode == 2 and "qeueu" in mistyped.stderr, "a mistyped queue is not an empty one"
     assert not list(queue.glob("*.yaml")) if queue.exists() else True
     slow = write_job(sources, "slow", SLOW)
     for _ in range(2):

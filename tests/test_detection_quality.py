@@ -262,3 +262,24 @@ def test_real_graphene_images_with_the_rwth_profile(tmp_path: Path) -> None:
         measured = np.array([c.contrast_r, c.contrast_g, c.contrast_b])
         assert np.linalg.norm(measured - means[c.layers]) < 0.08, (c.layer_class, measured)
     assert len(list((out / "overlays").glob("*.png"))) == 8
+
+
+@pytest.mark.parametrize(("true_oxide_nm", "expected"), [(100.0, "self-calibrated"), (130.0, "nominal")])
+def test_oxide_fit_finds_the_oxide_or_refuses_a_fit_at_the_edge_of_its_range(true_oxide_nm: float,
+                                                                            expected: str) -> None:
+    """Plateaus of 1-4 layers (with scatter and a few residue points) on 100 nm oxide give back 100 nm from a
+    nominal 90; on 130 nm the best fit is pinned at the range's edge (105), which is refused, not reported."""
+    from flakehunter.detection.calibration import curve_nodes, fit_oxide
+    from flakehunter.registry import get_registry
+
+    graphene = get_registry().material("graphene")
+    rng = np.random.default_rng(3)
+    nodes = curve_nodes(graphene, true_oxide_nm, 4)[1:]
+    points = np.concatenate([np.repeat(nodes, 10, axis=0) + rng.normal(0, 0.004, (40, 3)),
+                             rng.uniform(-0.6, 0.3, (6, 3))])  # residue, off the curve
+    fit = fit_oxide(points, np.ones(len(points)), graphene, 90.0)
+    assert fit.method == expected, fit
+    if expected == "self-calibrated":
+        assert abs(fit.oxide_nm - true_oxide_nm) < 1.5
+    else:
+        assert fit.oxide_nm == 90.0 and "edge of the search range" in fit.note

@@ -142,6 +142,14 @@ def fit_oxide(
     grid = np.arange(nominal_oxide_nm - search_nm, nominal_oxide_nm + search_nm + 1e-9, 0.5)
     costs = [cost(d, unit)[0] for d in grid]
     best = float(grid[int(np.argmin(costs))])
+    if abs(best - nominal_oxide_nm) >= search_nm - 0.25:
+        # The data pull beyond the plausible range: another oxide, material or camera than the config says,
+        # or regions that are not this material at all. A fit pinned at the edge of the range means nothing.
+        return Calibration(
+            "nominal", nominal_oxide_nm, regions=len(points),
+            note=f"the best fit lies at the edge of the search range ({best:g} nm for a nominal "
+            f"{nominal_oxide_nm:g} ± {search_nm:g} nm); check material and oxide_nm, or calibrate a profile",
+        )
     oxide, gain = best, unit
     if fit_gain and channels > 1:
         prior = 0.05 * float(np.sum(weights)) * tolerance**2  # a 5 % gain error costs about one outlier's worth

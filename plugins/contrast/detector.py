@@ -35,6 +35,10 @@ from flakehunter.tiles import ImageMeta
 
 log = logging.getLogger(__name__)
 
+#: A focused edge rises by about 1/(2.5 σ) per pixel; with σ of a pixel or more (the optics' blur sampled at
+#: coarse pixels) that is ~0.3-0.4/px on the simulator, so a per-pixel threshold above this would flag focused tiles.
+MAX_SHARPNESS_THRESHOLD_PX = 0.25
+
 
 class ContrastOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -46,10 +50,11 @@ class ContrastOptions(BaseModel):
     majority_px: int = Field(1, ge=1, description="Median filter on the label image (odd); 1 = none")
     halo_px: int = Field(2, ge=0, description="Band around other classes where a region cannot have its core")
     min_core_fraction: float = Field(0.2, ge=0, le=1)
-    min_edge_sharpness: float = Field(
-        0.25, ge=0,
-        description="Edge steepness (plateau heights per pixel) of an image in focus; an image whose regions are "
-        "softer in the median is out of focus and reports nothing, a single region softer than 0.8x is dropped",
+    min_edge_sharpness_per_um: float = Field(
+        0.22, ge=0,
+        description="Edge steepness (plateau heights per µm) of an image in focus; an image whose regions are "
+        "softer in the median is out of focus and reports nothing, a single region softer than 0.8x is dropped. "
+        "Per pixel it is capped at 0.25, as steep as a focused edge looks at coarse pixels",
     )
     orientation: bool = Field(True, description="Estimate the crystal axis from straight edges")
     calibration: Literal["self", "nominal"] = Field(
@@ -163,6 +168,9 @@ class ContrastDetector:
             self.calibration = fit
             self._models.clear()
             self._pending, self._pending_weights = [], []
+            if fit.method != "self-calibrated":
+                log.warning("%s: self-calibration failed, using the nominal %g nm oxide: %s",
+                            self.material.name, fit.oxide_nm, fit.note)
 
     def calibration_report(self) -> dict[str, Any]:
         cal = self.calibration or Calibration("nominal", self.context.oxide_nm, note="not calibrated yet")
@@ -258,6 +266,9 @@ class ContrastDetector:
         other = cv2.morphologyEx((codes == 255).astype(np.uint8), cv2.MORPH_OPEN, small)
         pixel_um = meta.pixel_size_um or self.context.pixel_size_um or 1.0
         min_area_px = max(self.options.min_area_um2 / pixel_um**2, 4.0)
+        # Defocus blurs by a length in µm; at finer pixels (higher magnification, higher NA) a focused edge
+        # spans more pixels, so the threshold is per µm (the simulator's 1.15 µm/px gives 0.25/px).
+        min_sharpness_px = min(self.options.min_edge_sharpness_per_um * pixel_um, MAX_SHARPNESS_THRESHOLD_PX)
         halo = self.options.halo_px
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * halo + 1, 2 * halo + 1)) if halo else None
         out: list[Detection] = []
@@ -302,7 +313,7 @@ class ContrastDetector:
                 window = _window((r0, c0, r1, c1), comp.shape, pad=4)
                 sharpness = edge_sharpness(contrast[window], comp[window] == i, median)
                 sharpness_seen.append(sharpness)
-                if sharpness < 0.8 * self.options.min_edge_sharpness:
+                if sharpness < 0.8 * min_sharpness_px:
                     log.debug("%dL region at %s: edge too soft (%.2f/px): out of focus", layers,
                               _at(centroids[i]), sharpness)
                     continue  # defocused: its plateau, and so its layer count, cannot be trusted
@@ -337,11 +348,11 @@ class ContrastDetector:
                         },
                     )
                 )
-        if len(sharpness_seen) >= 3 and float(np.median(sharpness_seen)) < self.options.min_edge_sharpness:
+        if len(sharpness_seen) >= 3 and float(np.median(sharpness_seen)) < min_sharpness_px:
             # Most edges in this image are soft: it is out of focus, and no layer count in it can be trusted.
             warning = (
-                f"out of focus (median edge sharpness {float(np.median(sharpness_seen)):.2f}/px < "
-                f"{self.options.min_edge_sharpness:.2f}); {len(out)} region(s) not reported"
+                f"out of focus (median edge steepness {float(np.median(sharpness_seen)) / pixel_um:.2f}/µm < "
+                f"{min_sharpness_px / pixel_um:.2f}/µm); {len(out)} region(s) not reported"
             )
             meta.warnings.append(warning)
             log.warning("%s: %s", meta.provenance.get("tile_index", "image") if meta.provenance else "image", warning)
