@@ -89,10 +89,11 @@ class SerialStage:
         self.resends = 0
 
     # -- what subclasses provide -------------------------------------------------------------------
-    def serial_settings(self) -> SerialSettings:
+    def serial_settings(self, **protocol: Any) -> SerialSettings:
+        """The link settings from the options, plus the controller's own (terminators, stop bits, ...)."""
         o = self.options
         return SerialSettings(baudrate=o.baudrate, timeout_s=o.timeout_s, retries=o.retries,
-                              reconnect_timeout_s=o.reconnect_timeout_s)
+                              reconnect_timeout_s=o.reconnect_timeout_s, **protocol)
 
     def steps_per_um(self) -> tuple[float, float, float]:
         """Controller units per µm of x, y, z."""

@@ -75,10 +75,7 @@ class ASIStage(SerialStage):
         self.options: ASIOptions = options
 
     def serial_settings(self) -> SerialSettings:
-        o = self.options
-        return SerialSettings(baudrate=o.baudrate, timeout_s=o.timeout_s, retries=o.retries,
-                              reconnect_timeout_s=o.reconnect_timeout_s,
-                              write_terminator=b"\r", read_terminator=b"\n")
+        return super().serial_settings(write_terminator=b"\r", read_terminator=b"\n")
 
     def steps_per_um(self) -> tuple[float, float, float]:
         o = self.options

@@ -89,10 +89,8 @@ class LudlStage(SerialStage):
         self.options: LudlOptions = options
 
     def serial_settings(self) -> SerialSettings:
-        o = self.options
-        return SerialSettings(baudrate=o.baudrate, stopbits=2, timeout_s=o.timeout_s, retries=o.retries,
-                              reconnect_timeout_s=o.reconnect_timeout_s, char_delay_s=o.char_delay_s,
-                              write_terminator=b"\r", read_terminator=b"\n")
+        return super().serial_settings(stopbits=2, char_delay_s=self.options.char_delay_s,
+                                       write_terminator=b"\r", read_terminator=b"\n")
 
     def steps_per_um(self) -> tuple[float, float, float]:
         o = self.options

@@ -82,10 +82,7 @@ class PriorStage(SerialStage):
         ]
 
     def serial_settings(self) -> SerialSettings:
-        o = self.options
-        return SerialSettings(baudrate=o.baudrate, timeout_s=o.timeout_s, retries=o.retries,
-                              reconnect_timeout_s=o.reconnect_timeout_s,
-                              write_terminator=b"\r", read_terminator=b"\r")
+        return super().serial_settings(write_terminator=b"\r", read_terminator=b"\r")
 
     def steps_per_um(self) -> tuple[float, float, float]:
         xy, z = self._resolution_um

@@ -87,10 +87,7 @@ class TangoStage(SerialStage):
         self.options: TangoOptions = options
 
     def serial_settings(self) -> SerialSettings:
-        o = self.options
-        return SerialSettings(baudrate=o.baudrate, stopbits=o.stopbits, timeout_s=o.timeout_s, retries=o.retries,
-                              reconnect_timeout_s=o.reconnect_timeout_s,
-                              write_terminator=b"\r", read_terminator=b"\r")
+        return super().serial_settings(stopbits=self.options.stopbits, write_terminator=b"\r", read_terminator=b"\r")
 
     def steps_per_um(self) -> tuple[float, float, float]:
         scale = 10.0**self.options.decimals
