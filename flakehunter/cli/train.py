@@ -211,12 +211,17 @@ def evaluate_model(
     label_column: Annotated[str | None, typer.Option("--label-column", help="CSV column holding the label.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 64,
+    gradcam: Annotated[
+        int, typer.Option("--gradcam", help="Grad-CAM maps of N images (misclassified first); classifiers only.")
+    ] = 0,
 ) -> None:
     """Score a trained model on labelled data: metrics.json, results.csv, confusion matrix or angle errors."""
     from flakehunter.training.evaluate import evaluate_model as run_evaluation
 
     if batch_size < 1:
         raise InputError(f"--batch-size: expected a positive number, got {batch_size}")
+    if gradcam < 0:
+        raise InputError(f"--gradcam: expected zero or more images, got {gradcam}")
     run_evaluation(checkpoint, data, out, format=format, label_column=label_column, device=device,
-                   batch_size=batch_size, echo=typer.echo)
+                   batch_size=batch_size, gradcam=gradcam, echo=typer.echo)
     typer.echo(f"  report: {out / 'metrics.json'}, {out / 'results.csv'}")

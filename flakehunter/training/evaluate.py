@@ -7,6 +7,8 @@ Writes into ``out``:
 * classify: ``per_class.csv`` (precision, recall, F1, support), ``confusion_matrix.csv`` and ``.png``
 * angle: ``angle_errors.csv`` (1° histogram of the wrapped error) and ``angle_error_hist.png``, with the
   RMS compared against P/√12, the RMS of a random guess (8.66° for a 30° period)
+* with ``gradcam``: ``gradcam/*.png`` (where the classifier looked, misclassified images first) and
+  ``gradcam/index.csv``
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def evaluate_model(
     label_column: str | None = None,
     device: str = "auto",
     batch_size: int = 64,
+    gradcam: int = 0,
     echo: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``data``, write the report into ``out`` and return metrics.json's content."""
@@ -63,6 +66,8 @@ def evaluate_model(
     model, ckpt = load_trained_model(checkpoint, device)
     recipe, pre = ckpt["recipe"], ckpt["preprocess"]
     task = ckpt["task"]
+    if gradcam and task != "classify":
+        raise InputError(f"--gradcam: Grad-CAM explains classifiers; {checkpoint} is a {task!r} model")
     dataset = open_dataset(
         data, task, format=format, label_column=label_column, classes=ckpt["classes"] if task == "classify" else None,
         period_deg=ckpt["period_deg"], label_crop_px=recipe["label_crop_px"], min_region_px=recipe["min_region_px"],
@@ -112,6 +117,13 @@ def evaluate_model(
 
         confusion_matrix_png(out / "confusion_matrix.png", np.asarray(matrix), classes)
         line = f"accuracy {metrics['accuracy']:.4f} on {metrics['n']} images (macro F1 {metrics['macro_f1']:.4f})"
+        if gradcam:
+            from flakehunter.training.gradcam import explain
+
+            index = explain(model, images, names, target.long().numpy(), pred, probs.max(1), classes,
+                            out / "gradcam", gradcam, device)
+            write_csv(out / "gradcam" / "index.csv", index)
+            line += f"; Grad-CAM of {len(index)} images in {out / 'gradcam'}"
     report = {"task": task, "checkpoint": str(checkpoint), "data": str(data), "format": dataset.format,
               "device": device, **metrics, "wall_s": time.perf_counter() - t0}
     write_json_atomic(out / "metrics.json", report)

@@ -81,3 +81,15 @@ def training_curves_png(path: Path, history: list[dict[str, Any]], metric: str) 
     ax2.set_xlabel("epoch")
     ax2.set_ylabel(key)
     _save(fig, path)
+
+
+def gradcam_png(path: Path, image: np.ndarray, heat: np.ndarray, title: str) -> None:
+    """The image (H, W, 3 in [0, 1]) beside itself under its heat map."""
+    fig = _figure(6.4, 3.4)
+    left, right = fig.subplots(1, 2)
+    for ax in (left, right):
+        ax.imshow(np.clip(image, 0, 1))
+        ax.set_axis_off()
+    right.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
