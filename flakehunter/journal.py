@@ -58,6 +58,7 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._indexed: set[str] = set()  # data fields with an index, created on first lookup
 
     def close(self) -> None:
         with self._lock:
@@ -162,7 +163,9 @@ class Journal:
             raise ValueError(f"field must be an identifier, got {field!r}")
         expr = f"json_extract(data, '$.{field}')"
         with self._lock:
-            self._db.execute(f"CREATE INDEX IF NOT EXISTS items_{field} ON items({expr})")
+            if field not in self._indexed:
+                self._db.execute(f"CREATE INDEX IF NOT EXISTS items_{field} ON items({expr})")
+                self._indexed.add(field)
             if status is None:
                 rows = self._db.execute(f"SELECT key FROM items WHERE {expr} = ? ORDER BY rowid", (value,))
             else:

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 import flakehunter.registry
+from flakehunter.training.recipe import merge
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,13 +51,8 @@ SMALL_SCAN: dict[str, Any] = {
 
 
 def deep_update(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_update(out[key], value)
-        else:
-            out[key] = value
-    return out
+    """A copy of ``base`` with ``changes`` merged in key by key (tests then edit it freely)."""
+    return merge(copy.deepcopy(base), changes)
 
 
 @pytest.fixture
