@@ -40,10 +40,10 @@ VARIANTS = ("scratch", "simclr-finetune", "simclr-linear")
 
 
 def main() -> None:
+    from flakehunter.hardware.simulator.dataset import write_simulator_dataset
     from flakehunter.training.evaluate import evaluate_model
     from flakehunter.training.recipe import PretrainRecipe, TrainRecipe, build_recipe
     from flakehunter.training.simclr import pretrain
-    from flakehunter.training.simdata import write_simulator_dataset
     from flakehunter.training.trainer import Trainer
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

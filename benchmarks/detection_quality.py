@@ -32,7 +32,7 @@ def run(scenario: dict, config: Path, work: Path) -> dict:
     data["camera"]["options"]["chip"]["oxide_offset_nm"] = scenario["oxide_offset_nm"]
     metrics, manifest = scan_and_evaluate(data, work, f"run{scenario['seed']}")
     calibration = manifest["calibration"]["detectors"][0]
-    tiles = manifest["summary"]["tiles_total"]
+    tiles = manifest["summary"]["items_total"]
     return {
         "scenario": scenario["name"],
         "thin flakes 1–3L >= 50 µm²": metrics["truth_flakes"],
@@ -44,7 +44,7 @@ def run(scenario: dict, config: Path, work: Path) -> dict:
         "axis reported / eligible": f"{metrics['orientation_reported']}/{metrics['orientation_flakes']}",
         "fitted oxide (nm)": calibration["oxide_nm"],
         "true oxide (nm)": round(90.0 + scenario["oxide_offset_nm"], 1),
-        "detect tiles/s": round(tiles / manifest["summary"]["detect_s"], 2),
+        "detect tiles/s": round(tiles / manifest["summary"]["timings"]["detect_s"], 2),
     }
 
 

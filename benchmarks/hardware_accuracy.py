@@ -21,11 +21,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from flakehunter.acquisition.plan import make_plan
 from flakehunter.config import parse_config
 from flakehunter.errors import HardwareError
 from flakehunter.hardware.simulator.chip import ChipLayout
 from flakehunter.registry import get_registry
-from flakehunter.scan import ScanRunner, make_plan
+from flakehunter.scan import Scan
 from flakehunter.stage_calibration import calibrate_stage, find_structure
 from flakehunter.testing.emulators import emulated_stage
 from flakehunter.tiles import read_geometry
@@ -80,7 +81,7 @@ def autofocus(seeds: list[int], tilts: list[float]) -> None:
 
                     path = Path(tmp) / "c.yaml"
                     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-                    runner = ScanRunner(path, Path(tmp) / "run")
+                    runner = Scan(path, Path(tmp) / "run")
                     t0 = time.perf_counter()
                     try:
                         runner.run()

@@ -28,7 +28,7 @@ def run_one(config: Path, seed: int, work: Path) -> dict:
     recall_12 = json.loads(subprocess.run(
         [*FLAKEHUNTER, "evaluate", str(work / f"seed{seed}"), "--layers", "1,2", "--json", "--out",
          str(work / f"seed{seed}-12")], check=True, capture_output=True, text=True, cwd=REPO).stdout)
-    tiles = manifest["summary"]["tiles_total"]
+    tiles = manifest["summary"]["items_total"]
     return {
         "seed": f"seed {seed}",
         "tiles": tiles,
@@ -44,7 +44,7 @@ def run_one(config: Path, seed: int, work: Path) -> dict:
         "axis_reported": f"{metrics['orientation_reported']}/{metrics['orientation_flakes']}",
         "wall_s": manifest["summary"]["wall_s"],
         "tiles_per_s": tiles / manifest["summary"]["wall_s"],
-        "detect_tiles_per_s": tiles / manifest["summary"]["detect_s"],
+        "detect_tiles_per_s": tiles / manifest["summary"]["timings"]["detect_s"],
     }
 
 

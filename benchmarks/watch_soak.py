@@ -56,7 +56,8 @@ PIXEL_UM = 1.15
 def render_frames(count: int, seed: int) -> list[Any]:
     """``count`` distinct frames of a dense simulated graphene chip (numpy arrays)."""
     from flakehunter.geometry import PixelTransform
-    from flakehunter.hardware.simulator.chip import ChipSpec, generate_chip
+    from flakehunter.hardware.simulator.chip import ChipSpec
+    from flakehunter.hardware.simulator.generate import generate_chip
     from flakehunter.hardware.simulator.microscope import SimulatedMicroscope
     from flakehunter.registry import get_registry
 

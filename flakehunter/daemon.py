@@ -35,6 +35,7 @@ from flakehunter.errors import InputError
 from flakehunter.jobqueue import CANCELLED, LOCK_NAME, QUEUED, RUNNING, Job, JobQueue, now_iso
 from flakehunter.journal import DONE, FAILED
 from flakehunter.locks import DirectoryLock
+from flakehunter.run import layout
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ os.execv(sys.executable, [sys.executable, "-m", "flakehunter", *sys.argv[2:]])
 """
 
 #: Files a scan touches as it makes progress (journal commits, new tiles, the manifest).
-_PROGRESS_FILES = ("journal.sqlite", "journal.sqlite-wal", "tiles", "manifest.json", "candidates.jsonl")
+_PROGRESS_FILES = (layout.JOURNAL, f"{layout.JOURNAL}-wal", layout.TILES, layout.MANIFEST, layout.CANDIDATES_JSONL)
 
 EXIT_INTERRUPTED = 130
 
@@ -121,7 +122,8 @@ class JobRunner:
 
     def command(self) -> tuple[list[str], bool]:
         """The scan's arguments, and whether this is a resume of an interrupted run."""
-        resume = (self.run_dir / "manifest.json").exists() and (self.run_dir / "config.yaml").exists()
+        run = layout.RunDirectory(self.run_dir)
+        resume = run.manifest.exists() and run.config_copy.exists()
         if resume:
             args = ["scan", "--resume", str(self.run_dir)]
         else:

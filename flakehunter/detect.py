@@ -1,150 +1,33 @@
-"""Detection on existing image files (``flakehunter detect``; the watch folder reuses `FileAnalyzer`).
+"""``flakehunter detect``: the analysis step over existing image files, into one run directory.
 
-Stage position and pixel size come from the file's metadata (flakehunter's own, OME-XML or
-Micro-Manager) and fall back to the command line's values. A file with no stage position gets
-candidates relative to its centre, marked ``positioned = false``.
+Stage position and pixel size come from each file's metadata (flakehunter's own, OME-XML or
+Micro-Manager) and fall back to the command line's values; a file with no stage position gets
+candidates relative to its centre, marked ``positioned = false``. Overlapping positioned images report
+each flake once. Every good file is analysed: a file that cannot be read or analysed is recorded with
+its reason (journal, manifest, the command's last lines) and the run goes on; a rerun skips the files
+already done and tries the bad ones again.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flakehunter import __version__
-from flakehunter.atomic import write_json_atomic
-from flakehunter.candidates import Candidate, CandidateSink
-from flakehunter.config import DetectorSection
-from flakehunter.detection.base import DetectionContext
-from flakehunter.detection.pipeline import DetectionPipeline, bbox_polygon, to_candidates
+from flakehunter.analysis.pipeline import PipelineSpec, build_pipeline
+from flakehunter.analysis.step import AnalysisInput, AnalysisStep
 from flakehunter.errors import InputError
 from flakehunter.geometry import PixelTransform, TileOwnership
 from flakehunter.journal import DONE, FAILED, Journal
-from flakehunter.registry import Registry
+from flakehunter.run import manifest as run_manifest
+from flakehunter.run.candidate_writer import CandidateWriter
+from flakehunter.run.layout import RunDirectory
 
 
-@dataclass
-class FileResult:
-    path: Path
-    candidates: list[Candidate]
-    position_source: str
-    seconds: float
-    warnings: list[str]
-
-
-class FileAnalyzer:
-    """Runs the detector pipeline over image files into one run directory, durably.
-
-    Each file is keyed in the journal by its absolute path; its candidates are appended before the
-    journal marks it done, so a restart neither repeats nor skips a file.
-    """
-
-    def __init__(
-        self,
-        run_dir: Path,
-        pipeline: DetectionPipeline,
-        journal: Journal,
-        sink: CandidateSink,
-        *,
-        pixel_size_um: float | None = None,
-        ownership: TileOwnership | None = None,
-        overlays: bool = False,
-    ) -> None:
-        self.run_dir = run_dir
-        self.pipeline = pipeline
-        self.journal = journal
-        self.sink = sink
-        self.pixel_size_um = pixel_size_um
-        self.ownership = ownership
-        self.overlays = overlays
-
-    @staticmethod
-    def key(path: Path) -> str:
-        return str(path.resolve())
-
-    def is_done(self, path: Path) -> bool:
-        item = self.journal.get(self.key(path))
-        return item is not None and item.status == DONE
-
-    def calibrate(self, paths: list[Path]) -> list[dict[str, Any]]:
-        """Let the detectors calibrate on the first readable files before any is analysed.
-
-        Unreadable files are skipped here; `analyse` reports them. The calibration is saved in the
-        journal, so a rerun over the same folder keeps it.
-        """
-        from flakehunter.tiles import read_image
-
-        if not self.pipeline.needs_calibration():
-            return []
-        samples = []
-        for path in paths:
-            if len(samples) >= self.pipeline.calibration_images:
-                break
-            try:
-                samples.append(read_image(path))
-            except InputError:
-                continue
-        if not samples:
-            return []
-        report = self.pipeline.calibrate(samples)
-        self.journal.put_state("pipeline", self.pipeline.state())
-        return report
-
-    def analyse(self, path: Path) -> FileResult:
-        """Detect in one file. Raises `InputError` (and records the failure) for a bad file."""
-        from flakehunter.tiles import read_image
-
-        t0 = time.perf_counter()
-        key = self.key(path)
-        try:
-            image, meta = read_image(path)
-            pixel_size = meta.pixel_size_um or self.pixel_size_um
-            if pixel_size is None:
-                raise InputError(f"{path}: no pixel size in the file's metadata; pass --pixel-size-um")
-        except InputError as exc:
-            self.journal.set(key, FAILED, error=str(exc))
-            raise
-        positioned = meta.x_um is not None and meta.y_um is not None
-        centre = (meta.x_um, meta.y_um) if positioned else (0.0, 0.0)
-        detections = self.pipeline.run(image, meta)
-        transform = PixelTransform(pixel_size)
-        candidates = to_candidates(
-            detections,
-            image=key,
-            shape=image.shape[:2],
-            centre_um=centre,  # type: ignore[arg-type]
-            transform=transform,
-            material=self.pipeline.context.material.name,
-            z_um=meta.z_um,
-            positioned=positioned,
-            orientation_period_deg=self.pipeline.context.material.edge_symmetry_deg,
-        )
-        if positioned and self.ownership is not None:
-            # Overlapping images: report each flake from the image that sees it whole.
-            kept = [
-                (d, c)
-                for d, c in zip(detections, candidates, strict=True)
-                if self.ownership.keeps(key, c.x_um, c.y_um, bbox_polygon(d.bbox, transform, centre, image.shape[:2]))
-            ]
-            detections, candidates = [d for d, _ in kept], [c for _, c in kept]
-        written = self.sink.add(candidates)
-        if self.overlays:
-            from flakehunter.detection.overlay import save_overlay
-
-            ids = {id(c): c.id for c in written}
-            labels = [f"#{ids.get(id(c), '-')} {c.layer_class} {c.score:.2f}" for c in candidates]
-            save_overlay(self.run_dir / "overlays" / f"{path.stem}.png", image, detections, labels)
-        seconds = time.perf_counter() - t0
-        with self.journal.transaction():
-            self.journal.set(
-                key, DONE, candidates=len(written), position_source=meta.source if positioned else "none",
-                pixel_size_um=pixel_size, seconds=round(seconds, 4), warnings=meta.warnings or None,
-            )
-            self.journal.put_state("pipeline", self.pipeline.state())
-        return FileResult(path, written, meta.source if positioned else "none", seconds, meta.warnings)
+def file_key(path: Path) -> str:
+    """The journal key of an image file: its absolute, resolved path (detect and watch alike)."""
+    return str(path.resolve())
 
 
 def image_ownership(files: list[Path], pixel_size_um: float | None, edge_px: float = 2.0) -> TileOwnership:
@@ -162,50 +45,17 @@ def image_ownership(files: list[Path], pixel_size_um: float | None, edge_px: flo
             continue
         centre = (meta.x_um, meta.y_um)
         inner = (rows - 2 * edge_px, cols - 2 * edge_px)
-        fields[FileAnalyzer.key(path)] = (centre, PixelTransform(pixel).footprint(centre, inner))
+        fields[file_key(path)] = (centre, PixelTransform(pixel).footprint(centre, inner))
     return TileOwnership(fields)
 
 
-def build_pipeline(
-    registry: Registry,
-    material_name: str,
-    oxide_nm: float,
-    *,
-    detectors: list[DetectorSection],
-    pixel_size_um: float | None,
-    device: str,
-    run_dir: Path,
-    seed: int = 0,
-    flatfield: tuple[Path, ...] = (),
-    config_dir: Path | None = None,
-) -> DetectionPipeline:
-    try:
-        material = registry.material(material_name)
-    except InputError as exc:
-        raise InputError(f"--material: {exc}") from None
-    context = DetectionContext(
-        material=material, oxide_nm=oxide_nm, pixel_size_um=pixel_size_um, device=device, run_dir=run_dir,
-        seed=seed, config_dir=config_dir, flatfield=flatfield,
-    )
-    return DetectionPipeline.from_sections(detectors, registry, context)
-
-
 def run_detect(
-    paths: list[Path],
-    *,
-    material: str,
-    oxide_nm: float,
-    out: Path,
-    pixel_size_um: float | None = None,
-    detectors: list[DetectorSection] | None = None,
-    device: str = "auto",
-    flatfield: tuple[Path, ...] = (),
-    overlays: bool = False,
+    paths: list[Path], spec: PipelineSpec, out: Path, *, overlays: bool = False
 ) -> dict[str, Any]:
-    """Detect in every image under ``paths`` into ``out``; resumable. Returns the summary.
+    """Detect in every image under ``paths`` into ``out``; resumable. Returns the manifest summary.
 
-    Files already done in ``out``'s journal are skipped. Bad files are recorded and skipped; the
-    summary lists them so the caller can exit 2 after finishing the good ones.
+    ``summary["bad_inputs"]`` maps every file that could not be analysed to the reason; the caller
+    exits 2 when there is any, after the good files are done.
     """
     from flakehunter.registry import get_registry
     from flakehunter.tiles import iter_image_files
@@ -213,59 +63,89 @@ def run_detect(
     files = iter_image_files(paths)
     if not files:
         raise InputError(f"{', '.join(map(str, paths))}: no image files (.tif, .tiff, .png, .jpg, .jpeg) found")
-    out.mkdir(parents=True, exist_ok=True)
     registry = get_registry()
-    sections = detectors or [DetectorSection(name="contrast")]
-    pipeline = build_pipeline(
-        registry, material, oxide_nm, detectors=sections, pixel_size_um=pixel_size_um, device=device, run_dir=out,
-        flatfield=flatfield, config_dir=Path.cwd(),
-    )
+    run = RunDirectory(out)
+    pipeline = build_pipeline(spec, registry, run.path)  # a bad option is refused before anything is written
+    run.open("detect")
+    try:
+        with Journal(run.journal) as journal:
+            return _detect_owned(run, journal, files, paths, spec, pipeline, overlays, registry)
+    finally:
+        run.close()
+
+
+def _detect_owned(
+    run: RunDirectory, journal: Journal, files: list[Path], paths: list[Path], spec: PipelineSpec, pipeline: Any,
+    overlays: bool, registry: Any,
+) -> dict[str, Any]:
     started = time.monotonic()
-    bad: dict[str, str] = {}
-    with Journal(out / "journal.sqlite") as journal:
-        saved = journal.get_state("pipeline")
-        if saved:
-            pipeline.load_state(saved)
-        with CandidateSink(out, done_images=journal.keys(DONE)) as sink:
-            analyzer = FileAnalyzer(
-                out, pipeline, journal, sink, pixel_size_um=pixel_size_um,
-                ownership=image_ownership(files, pixel_size_um), overlays=overlays,
-            )
-            analyzer.calibrate([f for f in files if not analyzer.is_done(f)])
-            for path in files:
-                if analyzer.is_done(path):
-                    continue
-                try:
-                    analyzer.analyse(path)
-                except InputError as exc:
-                    bad[str(path)] = str(exc)
-            items = {item.key: item for item in journal.items()}
-            summary = {
-                "files": len(files),
-                "done": sum(1 for f in files if (i := items.get(FileAnalyzer.key(f))) and i.status == DONE),
-                "failed": len(bad),
-                "candidates": sink.count,
-                "files_with_warnings": sorted(k for k, i in items.items() if i.data.get("warnings")),
-                "wall_s": round(time.monotonic() - started, 2),
-            }
-            manifest = {
-                "flakehunter_version": __version__,
-                "command": "detect",
-                "run_id": uuid.uuid4().hex[:12],
-                "updated": datetime.now(UTC).isoformat(timespec="seconds"),
-                "arguments": {
-                    "paths": [str(p) for p in paths], "material": material, "oxide_nm": oxide_nm,
-                    "pixel_size_um": pixel_size_um, "device": device, "flatfield": [str(p) for p in flatfield],
-                    "detectors": [s.model_dump(mode="json") for s in sections],
-                },
-                "calibration": {
-                    "material": material, "nominal_oxide_nm": oxide_nm, "detectors": pipeline.calibration_report()
-                },
-                "summary": summary,
-                "files": [
-                    {"file": k, "status": i.status, **i.data} for k, i in items.items()
-                ],
-            }
-            write_json_atomic(out / "manifest.json", manifest)
-    summary["bad_files"] = bad
+    created = run_manifest.now_iso()
+    previous = _previous_manifest(run)
+    run_id = previous.get("run_id") or uuid.uuid4().hex[:12]
+    created = previous.get("created") or created
+    with CandidateWriter(run.path, done_images=journal.keys(DONE)) as writer:
+        step = AnalysisStep(
+            pipeline, journal, writer, pixel_size_um=spec.pixel_size_um,
+            ownership=image_ownership(files, spec.pixel_size_um), overlays=run.overlays if overlays else None,
+        )
+        keys = [file_key(f) for f in files]
+
+        def write(status: str) -> dict[str, Any]:
+            return _write_manifest(run, journal, writer, step, spec, paths, keys, status, run_id, created,
+                                   started, registry)
+
+        write("running")
+        status = "failed"
+        try:
+            for path, key in zip(files, keys, strict=True):
+                if not step.is_done(key):
+                    step.submit(AnalysisInput(key, path=path))
+            step.flush()
+            done = journal.keys(DONE)
+            status = "completed" if all(k in done for k in keys) else "completed_with_errors"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            summary = write(status)
     return summary
+
+
+def _previous_manifest(run: RunDirectory) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(run.manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if data.get("kind") not in (None, "detect"):
+        raise InputError(f"{run.path}: holds a {data.get('kind')} run; use another --out for detect")
+    return data if isinstance(data, dict) else {}
+
+
+def _write_manifest(
+    run: RunDirectory, journal: Journal, writer: CandidateWriter, step: AnalysisStep, spec: PipelineSpec,
+    paths: list[Path], keys: list[str], status: str, run_id: str, created: str, started: float, registry: Any,
+) -> dict[str, Any]:
+    wanted = set(keys)
+    items = [{"key": i.key, "file": i.key, "status": i.status, **i.data} for i in journal.items() if i.key in wanted]
+    summary = run_manifest.summarize(
+        items, items_total=len(keys), statuses=("pending", DONE, FAILED), candidates=writer.count,
+        duplicates_dropped=writer.duplicates_dropped, wall_s=time.monotonic() - started,
+        timings={"detect_s": step.detect_s},
+    )
+    summary["counts"]["pending"] += len(keys) - len(items)
+    head = run_manifest.header(
+        kind="detect", run_id=run_id, status=status, created=created,  # type: ignore[arg-type]
+        config=spec.describe(), config_file=str(spec.config_path) if spec.config_path else None,
+        inputs={"paths": [str(p) for p in paths], "files": len(keys)},
+        plugins={"detectors": [registry.source("detector", d.name) for d in spec.detectors]},
+        calibration={
+            "material": spec.material, "nominal_oxide_nm": spec.oxide_nm,
+            "detectors": step.pipeline.calibration_report(),
+        },
+        summary=summary,
+        versions=run_manifest.versions(registry.plugin_versions()),
+    )
+    run_manifest.write_manifest_safely(run, head, lambda: items)
+    return {"status": status, **head["summary"]}

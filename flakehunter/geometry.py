@@ -11,6 +11,7 @@ Grid plans come from useq-schema (overlap in %, snake order, polygon grids for r
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -209,11 +210,13 @@ class TileOwnership:
 
     @classmethod
     def for_plan(
-        cls, tiles: list[TilePlan], transform: PixelTransform, shape: tuple[int, int], edge_px: float = 2.0
+        cls, tiles: list[TilePlan], transform: PixelTransform, shape: tuple[int, int], edge_px: float = 2.0,
+        key_of: Callable[[TilePlan], object] = lambda t: t.index,
     ) -> TileOwnership:
-        """Ownership over a scan's tile plan; fields shrunk by ``edge_px`` so "whole" means clear of the edge."""
+        """Ownership over a scan's tile plan, keyed by ``key_of(tile)``; fields shrunk by ``edge_px`` so
+        "whole" means clear of the edge."""
         inner = (shape[0] - 2 * edge_px, shape[1] - 2 * edge_px)
-        return cls({t.index: ((t.x_um, t.y_um), transform.footprint((t.x_um, t.y_um), inner)) for t in tiles})
+        return cls({key_of(t): ((t.x_um, t.y_um), transform.footprint((t.x_um, t.y_um), inner)) for t in tiles})
 
     def keeps(self, key: object, x_um: float, y_um: float, bbox_um: Polygon) -> bool:
         """Whether image ``key`` should report a detection centred at (x_um, y_um)."""

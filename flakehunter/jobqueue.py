@@ -33,6 +33,7 @@ from flakehunter.atomic import fsync_dir, is_temp_name, write_json_atomic, write
 from flakehunter.errors import InputError
 from flakehunter.journal import DONE, FAILED, Journal
 from flakehunter.locks import DirectoryLock, is_locked, lock_holder
+from flakehunter.run.layout import RunDirectory
 
 QUEUED, RUNNING, CANCELLED = "queued", "running", "cancelled"
 FINAL_STATES = (DONE, FAILED, CANCELLED)
@@ -227,9 +228,9 @@ class JobQueue:
             source = self.job_file(job)
             if source.exists() and not (work / "job.yaml").exists():
                 os.replace(source, work / "job.yaml")
-            run_manifest = work / "run" / "manifest.json"
+            run_manifest = RunDirectory(work / "run").manifest
             if run_manifest.exists():
-                write_text_atomic(work / "manifest.json", run_manifest.read_text(encoding="utf-8"))
+                write_text_atomic(work / run_manifest.name, run_manifest.read_text(encoding="utf-8"))
             record = {"id": job.id, "status": job.status, **job.data, "folder": str(final)}
             if (work / "run").exists():
                 record["run_dir"] = str(final / "run")

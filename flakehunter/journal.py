@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from flakehunter.errors import RuntimeFailure
+
 PLANNED, ACQUIRED, DONE, FAILED, QUARANTINED = "planned", "acquired", "done", "failed", "quarantined"
 PENDING = "pending"  # seen by the watch folder, not yet finished
 
@@ -54,14 +56,26 @@ class Journal:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise RuntimeFailure(f"{self.path}: cannot open the journal ({exc})") from exc
         self._indexed: set[str] = set()  # data fields with an index, created on first lookup
 
-    def close(self) -> None:
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Serialise access; an SQLite failure (disk full, I/O error) becomes a `RuntimeFailure` naming the file."""
         with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise RuntimeFailure(f"{self.path}: journal write failed ({exc})") from exc
+
+    def close(self) -> None:
+        with self._guard():
             self._db.close()
 
     def __enter__(self) -> Journal:
@@ -73,7 +87,7 @@ class Journal:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """Group writes so that they commit together or not at all."""
-        with self._lock:
+        with self._guard():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield
@@ -84,7 +98,7 @@ class Journal:
 
     def set(self, key: str, status: str, **data: Any) -> None:
         """Record ``status`` for ``key``, merging ``data`` into what is stored."""
-        with self._lock:
+        with self._guard():
             row = self._db.execute("SELECT data FROM items WHERE key = ?", (key,)).fetchone()
             merged = {**(json.loads(row[0]) if row else {}), **data}
             self._db.execute(
@@ -95,12 +109,12 @@ class Journal:
             )
 
     def get(self, key: str) -> Item | None:
-        with self._lock:
+        with self._guard():
             row = self._db.execute("SELECT key, status, data, updated FROM items WHERE key = ?", (key,)).fetchone()
         return Item(row[0], row[1], json.loads(row[2]), row[3]) if row else None
 
     def items(self, status: str | None = None) -> list[Item]:
-        with self._lock:
+        with self._guard():
             if status is None:
                 rows = self._db.execute("SELECT key, status, data, updated FROM items ORDER BY rowid").fetchall()
             else:
@@ -110,18 +124,18 @@ class Journal:
         return [Item(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
 
     def keys(self, status: str) -> set[str]:
-        with self._lock:
+        with self._guard():
             rows = self._db.execute("SELECT key FROM items WHERE status = ?", (status,)).fetchall()
         return {r[0] for r in rows}
 
     def counts(self) -> dict[str, int]:
-        with self._lock:
+        with self._guard():
             rows = self._db.execute("SELECT status, COUNT(*) FROM items GROUP BY status").fetchall()
         return {status: n for status, n in rows}
 
     def put_state(self, name: str, state: dict[str, Any]) -> None:
         """Store a named state dict (numpy arrays and JSON values)."""
-        with self._lock:
+        with self._guard():
             self._db.execute(
                 "INSERT INTO state (name, value) VALUES (?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
@@ -129,20 +143,20 @@ class Journal:
             )
 
     def get_state(self, name: str) -> dict[str, Any] | None:
-        with self._lock:
+        with self._guard():
             row = self._db.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
         return unpack_state(row[0]) if row else None
 
     def delete(self, key: str) -> None:
         """Forget ``key`` (e.g. a pending file that was removed before it was analysed)."""
-        with self._lock:
+        with self._guard():
             self._db.execute("DELETE FROM items WHERE key = ?", (key,))
 
     def iter_items(self, batch: int = 1000) -> Iterator[Item]:
         """Every item in insertion order, read ``batch`` rows at a time (memory stays flat)."""
         last = 0
         while True:
-            with self._lock:
+            with self._guard():
                 rows = self._db.execute(
                     "SELECT rowid, key, status, data, updated FROM items WHERE rowid > ? ORDER BY rowid LIMIT ?",
                     (last, batch),
@@ -162,7 +176,7 @@ class Journal:
         if not field.isidentifier():
             raise ValueError(f"field must be an identifier, got {field!r}")
         expr = f"json_extract(data, '$.{field}')"
-        with self._lock:
+        with self._guard():
             if field not in self._indexed:
                 self._db.execute(f"CREATE INDEX IF NOT EXISTS items_{field} ON items({expr})")
                 self._indexed.add(field)

@@ -6,8 +6,10 @@ skipped) unless ``FLAKEHUNTER_STRICT_PLUGINS=1``, which re-raises so that plugin
 their traceback. ``FLAKEHUNTER_LOAD_PLUGINS=name,name`` limits which entry points load (an empty
 value loads none), which helps when one misbehaves.
 
-Register hooks are called one implementation at a time, each with its own ``register`` callback,
-so the registry knows which plugin and package supplied every name.
+Every hook is called through pluggy's hook callers, one plugin at a time (a subset hook caller
+per plugin), so that hook wrappers and tracing work, each ``register`` callback knows which plugin
+and package it serves, and one plugin's exception never stops another's. A hook implementation
+whose name matches no hook spec (a typo) is reported, as pluggy's ``check_pending`` would.
 """
 
 from __future__ import annotations
@@ -99,6 +101,15 @@ class Registry:
     def material(self, name: str) -> Any:
         return self.get("material", name).obj
 
+    def source(self, kind: str, name: str) -> dict[str, str]:
+        """Which plugin and package supplied ``name`` (for manifests); "?" where nothing did."""
+        c = self.contributions[kind].get(name)
+        return {"name": name, "plugin": c.plugin if c else "?", "package": c.package if c else "?"}
+
+    def plugin_versions(self) -> dict[str, str]:
+        """Entry-point name -> "package version" of every loaded plugin."""
+        return {p.name: f"{p.package} {p.version}".strip() for p in self.plugins}
+
     def add(self, kind: str, plugin: str, package: str, name: str, obj: Any) -> None:
         """The body of every ``register`` callback: validate, refuse clashes, record the source."""
         if not isinstance(name, str) or not _NAME.match(name):
@@ -177,17 +188,50 @@ def load_entry_points(pm: pluggy.PluginManager, problems: list[PluginProblem]) -
         _DISTS[ep.name] = _distribution(ep)
 
 
+def plugin_hook(pm: pluggy.PluginManager, hook_name: str, plugin: object) -> pluggy.HookCaller:
+    """The hook caller of ``hook_name`` restricted to one plugin's implementation, inside every wrapper."""
+    impls = getattr(pm.hook, hook_name).get_hookimpls()
+    wrapping = [i.plugin for i in impls if i.hookwrapper or i.wrapper]
+    others = [p for p in pm.get_plugins() if p is not plugin and not any(p is w for w in wrapping)]
+    return pm.subset_hook_caller(hook_name, remove_plugins=others)
+
+
+def _implementers(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, object]]:
+    """(plugin name, plugin) of every implementation of ``hook_name`` (wrappers aside), in registration order."""
+    impls = getattr(pm.hook, hook_name).get_hookimpls()
+    return [(i.plugin_name, i.plugin) for i in impls if not (i.hookwrapper or i.wrapper)]
+
+
+def check_pending(pm: pluggy.PluginManager, problems: list[PluginProblem]) -> None:
+    """Report every hook implementation that matches no hook spec (pluggy's ``check_pending``, all at once)."""
+    for name in list(vars(pm.hook)):
+        if name.startswith("_"):
+            continue
+        caller = getattr(pm.hook, name)
+        if caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.optionalhook:
+                continue
+            package, _ = _DISTS.get(impl.plugin_name, ("unknown", ""))
+            message = f"implements unknown hook '{name}' (misspelt? see flakehunter.hookspecs)"
+            if _strict():
+                pm.check_pending()  # raises pluggy's PluginValidationError
+            problem = PluginProblem(impl.plugin_name, package, message)
+            if problem not in problems:
+                log.warning("plugin '%s' (%s) %s", impl.plugin_name, package, message)
+                problems.append(problem)
+
+
 def build_registry(pm: pluggy.PluginManager, problems: list[PluginProblem] | None = None) -> Registry:
-    """Call every register hook, one implementation at a time, and collect the results."""
+    """Call every register hook, one plugin at a time through its own hook caller, and collect the results."""
     registry = Registry(problems=list(problems or []))
     for kind, hook_name in KINDS.items():
-        hook = getattr(pm.hook, hook_name)
-        for impl in hook.get_hookimpls():  # registration order (pluggy *calls* them LIFO)
-            plugin_name = impl.plugin_name
+        for plugin_name, plugin in _implementers(pm, hook_name):  # registration order (pluggy calls LIFO)
             package, _ = _DISTS.get(plugin_name, ("unknown", ""))
             register = functools.partial(registry.add, kind, plugin_name, package)
             try:
-                impl.function(register=register)
+                plugin_hook(pm, hook_name, plugin)(register=register)
             except Exception as exc:
                 if _strict():
                     raise
@@ -205,50 +249,101 @@ def build_registry(pm: pluggy.PluginManager, problems: list[PluginProblem] | Non
 
 
 def broadcast(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> None:
-    """Call every implementation of a lifecycle hook; one that raises is logged, not fatal."""
-    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+    """Call every implementation of a lifecycle hook, plugin by plugin; one that raises is logged, not fatal."""
+    for plugin_name, plugin in _implementers(pm, hook_name):
         try:
-            impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+            plugin_hook(pm, hook_name, plugin)(**kwargs)
         except Exception:
             if _strict():
                 raise
-            log.exception("plugin '%s' failed in %s", impl.plugin_name, hook_name)
+            log.exception("plugin '%s' failed in %s", plugin_name, hook_name)
 
 
-_lock = threading.Lock()
+def add_commands(pm: pluggy.PluginManager, cli: Any, problems: list[PluginProblem]) -> None:
+    """Let every plugin add its commands to ``cli`` (a typer app); a name clash is that plugin's problem."""
+
+    def names() -> set[str]:
+        return {c.name or c.callback.__name__.replace("_", "-") for c in cli.registered_commands if c.callback} | {
+            g.name for g in cli.registered_groups if g.name
+        }
+
+    for plugin_name, plugin in _implementers(pm, "register_commands"):
+        package, _ = _DISTS.get(plugin_name, ("unknown", ""))
+        before_commands, before_groups = list(cli.registered_commands), list(cli.registered_groups)
+        taken = names()
+        try:
+            plugin_hook(pm, "register_commands", plugin)(cli=cli)
+        except Exception as exc:
+            if _strict():
+                raise
+            cli.registered_commands[:], cli.registered_groups[:] = before_commands, before_groups
+            message = f"register_commands raised {type(exc).__name__}: {exc}"
+            problems.append(PluginProblem(plugin_name, package, message))
+            continue
+        added = [c for c in cli.registered_commands if c not in before_commands]
+        added_groups = [g for g in cli.registered_groups if g not in before_groups]
+        clash = sorted(
+            {c.name or (c.callback.__name__.replace("_", "-") if c.callback else "") for c in added} & taken
+            | {g.name for g in added_groups if g.name} & taken
+        )
+        if clash:
+            message = f"command(s) {', '.join(clash)} already exist; ignored"
+            if _strict():
+                raise PluginError(f"plugin '{plugin_name}' ({package}): {message}")
+            log.warning("plugin '%s' (%s): %s", plugin_name, package, message)
+            problems.append(PluginProblem(plugin_name, package, message))
+            cli.registered_commands[:], cli.registered_groups[:] = before_commands, before_groups
+
+
+_lock = threading.RLock()  # re-entrant: a register hook may import a module that asks for the registry
 _pm: pluggy.PluginManager | None = None
 _registry: Registry | None = None
 _load_problems: list[PluginProblem] = []
 
 
+def _plugin_manager() -> pluggy.PluginManager:
+    global _pm
+    if _pm is None:
+        pm = pluggy.PluginManager(hookspecs.PROJECT)
+        pm.add_hookspecs(hookspecs)
+        _load_problems.clear()
+        load_entry_points(pm, _load_problems)
+        check_pending(pm, _load_problems)
+        _pm = pm
+    return _pm
+
+
 def get_plugin_manager() -> pluggy.PluginManager:
-    """The process-wide plugin manager, with every allowed entry point loaded."""
-    global _pm, _registry
+    """The process-wide plugin manager, with every allowed entry point loaded (no register hook called yet)."""
     with _lock:
-        if _pm is None:
-            pm = pluggy.PluginManager(hookspecs.PROJECT)
-            pm.add_hookspecs(hookspecs)
-            _load_problems.clear()
-            load_entry_points(pm, _load_problems)
-            _pm = pm
-            _registry = build_registry(pm, _load_problems)
-        return _pm
+        return _plugin_manager()
 
 
 def get_registry() -> Registry:
-    """The registry built from the process-wide plugin manager."""
-    get_plugin_manager()
-    assert _registry is not None
-    return _registry
+    """The registry built from the process-wide plugin manager (register hooks run on the first call)."""
+    global _registry
+    with _lock:
+        if _registry is None:
+            _registry = build_registry(_plugin_manager(), _load_problems)
+        return _registry
+
+
+def register_cli_commands(cli: Any) -> None:
+    """Let the loaded plugins add their commands to the ``flakehunter`` typer app."""
+    pm = get_plugin_manager()
+    add_commands(pm, cli, _load_problems)  # not under the lock: a plugin's command module may import the CLI
+    if _registry is not None:
+        _registry.problems[:] = [*_registry.problems, *(p for p in _load_problems if p not in _registry.problems)]
 
 
 def add_plugin(plugin: object, name: str, package: str = "local", version: str = "") -> Registry:
     """Register an in-process plugin object (scripts, notebooks, tests) and rebuild the registry."""
     global _registry
-    pm = get_plugin_manager()
     with _lock:
+        pm = _plugin_manager()
         pm.register(plugin, name=name)
         _DISTS[name] = (package, version)
+        check_pending(pm, _load_problems)
         _registry = build_registry(pm, _load_problems)
         return _registry
 

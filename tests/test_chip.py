@@ -20,9 +20,9 @@ from flakehunter.hardware.simulator.chip import (
     ChipLayout,
     ChipSpec,
     SimFlake,
-    generate_chip,
     layer_class,
 )
+from flakehunter.hardware.simulator.generate import generate_chip
 from flakehunter.materials import Material
 
 

@@ -95,7 +95,7 @@ def _yaml_syntax_error() -> str:
 _SYNTAX_LINE = _yaml_syntax_error().splitlines().index("overlap_percent: 10: 20") + 1
 
 CASES = [
-    Case("unknown top-level key", _set("colour", "red"), "colour", "unknown key (allowed: camera,"),
+    Case("unknown top-level key", _set("colour", "red"), "colour", "unknown key (allowed: budget, camera,"),
     Case("unknown nested key", _set("stage.limits_um.w_um", [0, 1]), "stage.limits_um.w_um",
          "unknown key (allowed: x_um, y_um, z_um)"),
     Case("wrong type: overlap", _set("overlap_percent", "ten"), "overlap_percent", "got 'ten'"),

@@ -122,14 +122,14 @@ def test_jobs_run_in_arrival_order_and_failures_do_not_stop_the_queue(tmp_path: 
     for job_id in (ids[0], ids[3]):
         folder = queue / "done" / job_id
         manifest = json.loads((folder / "manifest.json").read_text())
-        assert manifest["status"] == "completed" and manifest["summary"]["tiles"]["done"] == 4
+        assert manifest["status"] == "completed" and manifest["summary"]["counts"]["done"] == 4
         assert (folder / "job.yaml").exists() and (folder / "run" / "candidates.csv").exists()
         assert job_record(queue, "done", job_id)["exit_code"] == 0
     outside = job_record(queue, "failed", ids[1])
     assert outside["exit_code"] == 2 and "outside the stage's travel" in outside["error"]
     hung = job_record(queue, "failed", ids[2])
     assert "no progress" in hung["error"] and "hung" in hung["error"]
-    assert json.loads((queue / "failed" / ids[2] / "manifest.json").read_text())["summary"]["tiles"]["done"] == 0
+    assert json.loads((queue / "failed" / ids[2] / "manifest.json").read_text())["summary"]["counts"]["done"] == 0
     started = [r["job"] for r in read_log(queue / "logs" / "daemon.log") if r.get("event") == "job_started"]
     assert started == ids, "one at a time, in arrival order"
     assert not list(queue.glob("*.yaml")) and not list((queue / "running").iterdir())
@@ -182,7 +182,7 @@ def test_a_job_interrupted_by_kill9_of_the_daemon_resumes_on_restart(tmp_path: P
     record = job_record(queue, "done", "0001-wafer")
     assert record["starts"] == 2 and record["resumed"] is True
     manifest = json.loads((queue / "done" / "0001-wafer" / "manifest.json").read_text())
-    assert manifest["status"] == "completed" and manifest["summary"]["tiles"]["done"] == 12
+    assert manifest["status"] == "completed" and manifest["summary"]["counts"]["done"] == 12
     log = (queue / "done" / "0001-wafer" / "scan.log").read_text()
     assert "scan --resume" in log
     candidates = read_candidates(queue / "done" / "0001-wafer" / "run")
@@ -225,6 +225,6 @@ def test_queue_add_list_cancel(tmp_path: Path) -> None:
         assert stop(proc) == 0, console.read_text()
     folder = queue / "cancelled" / "0001-slow"
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["status"] == "interrupted" and manifest["summary"]["tiles"]["done"] < 12
+    assert manifest["status"] == "interrupted" and manifest["summary"]["counts"]["done"] < 12
     listed = json.loads(cli("queue", "list", "--queue", str(queue), "--json").stdout)
     assert [(j["id"], j["status"]) for j in listed] == [("0001-slow", "cancelled"), ("0002-slow-2", "cancelled")]

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import tifffile
 
+from flakehunter.analysis.evaluation import TruthFlake, match, summarize
 from flakehunter.candidates import read_candidates
-from flakehunter.detection.evaluation import TruthFlake, match, summarize
 from flakehunter.geometry import PixelTransform
-from flakehunter.hardware.simulator.chip import ChipSpec, generate_chip
+from flakehunter.hardware.simulator.chip import ChipSpec
+from flakehunter.hardware.simulator.generate import generate_chip
 from flakehunter.hardware.simulator.microscope import SimulatedMicroscope
 from flakehunter.registry import get_registry
 
@@ -90,7 +91,7 @@ def test_detect_reads_positions_from_foreign_ome_tiffs(rendered) -> None:
     assert result.returncode == 0, result.stderr
     _check(out, _visible_truth(truth, covered))
     manifest = json.loads((out / "manifest.json").read_text())
-    assert {f["position_source"] for f in manifest["files"]} == {"ome"}
+    assert {f["position_source"] for f in manifest["items"]} == {"ome"}
 
 
 def test_detect_reads_micromanager_positions(rendered) -> None:

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import tifffile
 
+from flakehunter.analysis.evaluation import load_truth, match, summarize
 from flakehunter.candidates import read_candidates
-from flakehunter.detection.evaluation import load_truth, match, summarize
-from flakehunter.scan import ScanRunner
+from flakehunter.scan import Scan
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
@@ -74,7 +74,7 @@ def test_self_calibration_meets_the_floors(write_config, tmp_path: Path, offset_
     changes = deep_update(
         HARD_CHIP, {"camera": {"options": {"lamp_temperature_k": lamp_k, "chip": {"oxide_offset_nm": offset_nm}}}}
     )
-    ScanRunner(write_config(changes), tmp_path / "run").run()
+    Scan(write_config(changes), tmp_path / "run").run()
     assert_floors(tmp_path / "run")
     calibration = json.loads((tmp_path / "run" / "manifest.json").read_text())["calibration"]["detectors"][0]
     assert calibration["method"] == "self-calibrated"
@@ -93,7 +93,7 @@ def test_nominal_model_fails_where_self_calibration_succeeds(write_config, tmp_p
             "detectors": [{"name": "contrast", "options": {"calibration": "nominal"}}],
         },
     )
-    ScanRunner(write_config(changes), tmp_path / "run").run()
+    Scan(write_config(changes), tmp_path / "run").run()
     m = match(read_candidates(tmp_path / "run"), load_truth(tmp_path / "run" / "truth.json"))
     s = summarize(m, layers=(1, 2, 3), min_area_um2=50)
     assert s["recall"] < FLOORS["recall"] or s["layer_accuracy"] < FLOORS["layer_accuracy"], s
@@ -101,23 +101,24 @@ def test_nominal_model_fails_where_self_calibration_succeeds(write_config, tmp_p
 
 def test_out_of_focus_tiles_report_nothing_rather_than_wrong_layers(write_config, tmp_path: Path) -> None:
     """A scan 40 µm out of focus (edges blurred ~3 µm) reports few candidates, not confident wrong layer counts."""
-    focused = ScanRunner(write_config(name="focused.yaml"), tmp_path / "focused").run()
-    blurred = ScanRunner(write_config({"focus": {"mode": "none", "z_um": 40}}, name="blurred.yaml"),
+    focused = Scan(write_config(name="focused.yaml"), tmp_path / "focused").run()
+    blurred = Scan(write_config({"focus": {"mode": "none", "z_um": 40}}, name="blurred.yaml"),
                          tmp_path / "blurred").run()
     assert focused["candidates"] >= 30
     assert blurred["candidates"] <= 0.25 * focused["candidates"], (blurred, focused)
     # The blurred tiles are named in the manifest, so that the user can go back to them.
-    assert focused["tiles_with_warnings"] == []
-    assert len(blurred["tiles_with_warnings"]) >= blurred["tiles_total"] // 2, blurred
+    assert focused["items_with_warnings"] == []
+    assert len(blurred["items_with_warnings"]) >= blurred["items_total"] // 2, blurred
     manifest = json.loads((tmp_path / "blurred" / "manifest.json").read_text())
-    warned = [t for t in manifest["tiles"] if t.get("warnings")]
-    assert [t["index"] for t in warned] == blurred["tiles_with_warnings"]
+    warned = [t for t in manifest["items"] if t.get("warnings")]
+    assert [t["key"] for t in warned] == blurred["items_with_warnings"]
     assert all("out of focus" in w for t in warned for w in t["warnings"])
 
 
 def _frames(tmp_path: Path, *, offset_nm: float, lamp_k: float, positions: list[tuple[float, float]]):
     """Frames (and truth label images) of a dense chip, rendered in-process."""
-    from flakehunter.hardware.simulator.chip import ChipSpec, generate_chip
+    from flakehunter.hardware.simulator.chip import ChipSpec
+    from flakehunter.hardware.simulator.generate import generate_chip
     from flakehunter.hardware.simulator.microscope import SimulatedMicroscope
     from flakehunter.registry import get_registry
 
@@ -174,7 +175,7 @@ def test_profile_from_labelled_images_travels(tmp_path: Path) -> None:
 
 def test_measured_flat_field_is_used(tmp_path: Path) -> None:
     """A flat-field image of bare substrate replaces the learnt one; one of the wrong size is exit 2."""
-    from flakehunter.detection.background import BackgroundModel
+    from flakehunter.plugins.contrast.background import BackgroundModel
 
     rows, cols = 400, 600
     r, c = np.mgrid[0:rows, 0:cols]
@@ -200,7 +201,7 @@ def test_crystal_axis_of_a_clean_hexagon() -> None:
     """Straight edges at θ0 + k·60° give θ0 mod 30 within 0.5°; a round flake gives no axis."""
     import cv2
 
-    from flakehunter.detection.axis import region_orientation
+    from flakehunter.plugins.contrast.axis import region_orientation
 
     size, ss = 80, 8
     yy, xx = (np.mgrid[0 : size * ss, 0 : size * ss] + 0.5) / ss - 0.5  # pixel centres at integers
@@ -228,7 +229,7 @@ def test_crystal_axis_of_a_clean_hexagon() -> None:
 
 def test_evaluate_writes_metrics_and_plots(write_config, tmp_path: Path) -> None:
     """`evaluate RUN` prints and saves per-layer recall/precision/F1, confusion, errors and PNG plots."""
-    ScanRunner(write_config(), tmp_path / "run").run()
+    Scan(write_config(), tmp_path / "run").run()
     result = run_cli("evaluate", str(tmp_path / "run"), "--json")
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
@@ -269,7 +270,7 @@ def test_oxide_fit_finds_the_oxide_or_refuses_a_fit_at_the_edge_of_its_range(tru
                                                                             expected: str) -> None:
     """Plateaus of 1-4 layers (with scatter and a few residue points) on 100 nm oxide give back 100 nm from a
     nominal 90; on 130 nm the best fit is pinned at the range's edge (105), which is refused, not reported."""
-    from flakehunter.detection.calibration import curve_nodes, fit_oxide
+    from flakehunter.plugins.contrast.calibration import curve_nodes, fit_oxide
     from flakehunter.registry import get_registry
 
     graphene = get_registry().material("graphene")

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
+from flakehunter.acquisition.plan import make_plan
 from flakehunter.config import load_config, parse_config
 from flakehunter.registry import get_registry
-from flakehunter.scan import make_plan
 from flakehunter.stage_calibration import calibrate_stage, update_optics_text, write_optics
 from tests.conftest import SMALL_SCAN, deep_update
 

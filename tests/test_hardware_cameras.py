@@ -13,7 +13,7 @@ import yaml
 from flakehunter.candidates import read_candidates
 from flakehunter.errors import HardwareError
 from flakehunter.registry import get_registry
-from flakehunter.scan import ScanRunner
+from flakehunter.scan import Scan
 from flakehunter.testing.emulators import FAST_STAGE_OPTIONS, TangoEmulator
 from flakehunter.tiles import read_image
 from tests.conftest import SMALL_SCAN, deep_update
@@ -32,7 +32,7 @@ def test_replay_camera_reruns_a_recorded_scan_through_a_serial_stage(tmp_path: P
     detectors find the same candidates."""
     first = tmp_path / "first.yaml"
     first.write_text(yaml.safe_dump(RECORDED), encoding="utf-8")
-    summary = ScanRunner(first, tmp_path / "recorded").run()
+    summary = Scan(first, tmp_path / "recorded").run()
     assert summary["status"] == "completed"
     recorded = sorted((tmp_path / "recorded" / "tiles").glob("*.tif"))
     assert len(recorded) >= 4
@@ -44,7 +44,7 @@ def test_replay_camera_reruns_a_recorded_scan_through_a_serial_stage(tmp_path: P
                            "limits_um": RECORDED["stage"]["limits_um"]}
         second = tmp_path / "replay.yaml"
         second.write_text(yaml.safe_dump(replay), encoding="utf-8")
-        summary = ScanRunner(second, tmp_path / "replayed").run()
+        summary = Scan(second, tmp_path / "replayed").run()
         assert summary["status"] == "completed"
         assert len(tango.moves) == len(recorded)
 
@@ -114,7 +114,7 @@ def test_micromanager_stage_drives_a_scan(tmp_path: Path) -> None:
     path = tmp_path / "mm.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     try:
-        runner = ScanRunner(path, tmp_path / "run")
+        runner = Scan(path, tmp_path / "run")
         tiles = runner.prepare().tiles
         summary = runner.run()
         assert summary["status"] == "completed"

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from flakehunter.candidates import read_candidates
-from flakehunter.scan import ScanRunner
+from flakehunter.scan import Scan
 from flakehunter.testing.emulators import FAST_STAGE_OPTIONS, PriorProScanEmulator
 from flakehunter.tiles import read_image
 from tests.conftest import SMALL_SCAN, deep_update
@@ -36,7 +36,7 @@ def prior_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PriorP
                            "limits_um": {"x_um": [-1000, 4000], "y_um": [-1000, 4000], "z_um": [-200, 200]}}
         path = base / "scan.yaml"
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        summary = ScanRunner(path, base / "run").run()
+        summary = Scan(path, base / "run").run()
         assert summary["status"] == "completed" and summary["candidates"] > 0
         yield prior, path, base / "run"
 
@@ -118,9 +118,9 @@ def test_hardware_check_names_a_missing_port(tmp_path: Path) -> None:
 @pytest.mark.parametrize("vendor", ["prior", "asi", "ludl", "tango"])
 def test_example_vendor_configs_plan_without_hardware(vendor: str) -> None:
     """configs/<vendor>.yaml validate and plan (as `scan --dry-run` does) without opening the port."""
+    from flakehunter.acquisition.plan import make_plan
     from flakehunter.config import load_config
     from flakehunter.registry import get_registry
-    from flakehunter.scan import make_plan
 
     path = Path(__file__).resolve().parents[1] / "configs" / f"{vendor}.yaml"
     plan = make_plan(load_config(path), path, get_registry())

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import yaml
 
+from flakehunter.acquisition.plan import make_plan
 from flakehunter.config import parse_config
 from flakehunter.errors import ConfigError, HardwareError
 from flakehunter.focus import METRICS, FocusMap, SearchSettings, autofocus
 from flakehunter.hardware.simulator.chip import ChipLayout
 from flakehunter.registry import get_registry
-from flakehunter.scan import ScanRunner, make_plan
+from flakehunter.scan import Scan
 from flakehunter.tiles import read_geometry
 from tests.conftest import SMALL_SCAN, deep_update
 
@@ -103,7 +104,7 @@ def test_focus_map_scan_keeps_every_tile_within_the_depth_of_field(tmp_path: Pat
     focus by more than the depth of field."""
     path = tmp_path / "scan.yaml"
     path.write_text(yaml.safe_dump(TILTED), encoding="utf-8")
-    summary = ScanRunner(path, tmp_path / "run").run()
+    summary = Scan(path, tmp_path / "run").run()
     assert summary["status"] == "completed"
     layout = ChipLayout.load_json(tmp_path / "run" / "truth.json")
     errors, without, taken = [], [], []
@@ -113,14 +114,14 @@ def test_focus_map_scan_keeps_every_tile_within_the_depth_of_field(tmp_path: Pat
         focus = float(layout.focus_z_um_at(meta.x_um, meta.y_um))
         errors.append(meta.z_um - focus)
         without.append(TILTED["focus"]["z_um"] - focus)
-    assert len(errors) == summary["tiles_total"] >= 25
+    assert len(errors) == summary["items_total"] >= 25
     assert max(abs(e) for e in errors) <= DOF_UM / 2
     assert max(abs(e) for e in errors) <= 2.0
     assert max(abs(e) for e in without) > DOF_UM  # focus matters on this chip
     # The manifest keeps the fitted map's points and the z each tile was really taken at.
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["focus"]["mode"] == "map" and len(manifest["focus"]["points_um"]) >= 3
-    assert sorted(t["stage_um"][2] for t in manifest["tiles"]) == pytest.approx(sorted(taken), abs=1e-3)
+    assert manifest["inputs"]["focus"]["mode"] == "map" and len(manifest["inputs"]["focus"]["points_um"]) >= 3
+    assert sorted(t["stage_um"][2] for t in manifest["items"]) == pytest.approx(sorted(taken), abs=1e-3)
 
 
 def test_autofocus_mode_refocuses_on_tiles(tmp_path: Path) -> None:
@@ -132,7 +133,7 @@ def test_autofocus_mode_refocuses_on_tiles(tmp_path: Path) -> None:
     })
     path = tmp_path / "scan.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    runner = ScanRunner(path, tmp_path / "run")
+    runner = Scan(path, tmp_path / "run")
     summary = runner.run()
     assert summary["status"] == "completed"
     layout = ChipLayout.load_json(tmp_path / "run" / "truth.json")

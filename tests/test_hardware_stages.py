@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
+from flakehunter.acquisition.engine import tile_key
 from flakehunter.devices import AxisRange, TravelLimits
 from flakehunter.errors import HardwareError, StageLimitError
-from flakehunter.scan import ScanRunner
+from flakehunter.scan import Scan
 from flakehunter.serial_link import ControllerError, SerialLinkError
 from flakehunter.testing.emulators import FAST_STAGE_OPTIONS, Fault, emulated_stage
 from flakehunter.tiles import read_geometry
@@ -59,7 +60,7 @@ def test_scan_on_the_emulator_receives_exactly_the_plan(name: str, tmp_path: Pat
         _probe.close()
         config = tmp_path / "scan.yaml"
         config.write_text(yaml.safe_dump(scan_config(name, emulator.port)), encoding="utf-8")
-        runner = ScanRunner(config, tmp_path / "run")
+        runner = Scan(config, tmp_path / "run")
         plan = runner.prepare()
         stage = plan.stage
         expected = [controller_units(name, stage, t.x_um, t.y_um, t.z_um) for t in plan.tiles]
@@ -81,7 +82,7 @@ def test_scan_on_the_emulator_receives_exactly_the_plan(name: str, tmp_path: Pat
     assert reached == len(expected)
     sx, sy, sz = stage.steps_per_um()
     for tile in plan.tiles:
-        (_, meta) = read_geometry(runner.run_dir / runner._key(tile))
+        (_, meta) = read_geometry(runner.run_dir / tile_key(tile))
         assert abs(meta.x_um - tile.x_um) <= 0.5 / sx + 1e-9
         assert abs(meta.y_um - tile.y_um) <= 0.5 / sy + 1e-9
         assert abs(meta.z_um - tile.z_um) <= 0.5 / sz + 1e-9

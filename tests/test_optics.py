@@ -248,29 +248,35 @@ def test_layer_contrast_cache_tells_same_named_materials_apart():
     assert layer_contrast(darker, 1, 90.0) != pytest.approx(layer_contrast(GRAPHENE, 1, 90.0), abs=1e-3)
 
 
-def test_plugin_registers_the_four_builtin_materials():
+def test_plugin_registers_the_six_builtin_materials():
     registered: list[tuple[str, Material]] = []
     register_materials(register=lambda name, material: registered.append((name, material)))
     by_name = dict(registered)
-    assert [name for name, _ in registered] == ["graphene", "hbn", "mos2", "wse2"]
+    assert [name for name, _ in registered] == ["graphene", "hbn", "mos2", "wse2", "mose2", "ws2"]
     assert all(name == material.name for name, material in registered)
     assert {name: m.display_name for name, m in by_name.items()} == {
         "graphene": "graphene",
         "hbn": "hBN",
         "mos2": "MoS2",
         "wse2": "WSe2",
+        "mose2": "MoSe2",
+        "ws2": "WS2",
     }
     assert {name: m.edge_symmetry_deg for name, m in by_name.items()} == {
         "graphene": 30,
         "hbn": 30,
         "mos2": 60,
         "wse2": 60,
+        "mose2": 60,
+        "ws2": 60,
     }
     assert {name: m.layer_thickness_nm for name, m in by_name.items()} == {
         "graphene": 0.335,
         "hbn": 0.333,
         "mos2": 0.615,
         "wse2": 0.648,
+        "mose2": 0.646,
+        "ws2": 0.616,
     }
     assert all(m.target_layers == (1, 2, 3) for m in by_name.values())
 

@@ -29,14 +29,14 @@ from flakehunter.materials import Material
 from tests.conftest import SMALL_SCAN, deep_update
 
 BUILTINS = {
-    "contrast": {"registered": ["detector contrast"], "hooks": {"register_detectors"}},
+    "contrast": {"registered": ["detector contrast"], "hooks": {"register_detectors", "register_commands"}},
     "materials": {
-        "registered": ["material graphene", "material hbn", "material mos2", "material wse2"],
+        "registered": [f"material {m}" for m in ("graphene", "hbn", "mos2", "wse2", "mose2", "ws2")],
         "hooks": {"register_materials"},
     },
     "simulator": {
         "registered": ["stage simulator", "camera simulator"],
-        "hooks": {"register_stages", "register_cameras", "scan_started"},
+        "hooks": {"register_stages", "register_cameras", "register_commands", "scan_started"},
     },
 }
 
@@ -310,6 +310,91 @@ def test_register_hook_that_raises_is_reported(monkeypatch: pytest.MonkeyPatch) 
         fh_registry.add_plugin(_Contributions(), name="contrib", package="contrib-pkg")
 
 
+# -- calls go through pluggy --------------------------------------------------------------------------
+
+
+def test_register_hooks_go_through_pluggys_hook_callers() -> None:
+    """A hook wrapper sees every register call, once per plugin, and pluggy's tracing records them."""
+    seen: list[str] = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def register_materials(self, register: Any) -> Any:
+            seen.append("material")
+            return (yield)
+
+    pm = fh_registry.get_plugin_manager()
+    traced: list[str] = []
+    undo = pm.add_hookcall_monitoring(
+        lambda name, impls, kwargs: traced.append(f"{name}:{','.join(i.plugin_name for i in impls)}"),
+        lambda outcome, name, impls, kwargs: None,
+    )
+    try:
+        registry = fh_registry.add_plugin(Wrapper(), name="wrapper")
+    finally:
+        undo()
+    assert "graphene" in registry.names("material")
+    # One call per implementing plugin, each with the wrapper around it.
+    assert seen == ["material"] * len([t for t in traced if t.startswith("register_materials:")])
+    calls = [set(t.split(":")[1].split(",")) for t in traced if t.startswith("register_materials:")]
+    assert {"materials", "wrapper"} in calls and all("wrapper" in c for c in calls)
+    assert registry.get("material", "graphene").plugin == "materials"
+
+
+def test_misspelt_hook_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hook implementation that matches no spec (a typo) is a reported problem; strict mode raises."""
+    import pluggy
+
+    class Typo:
+        @hookimpl
+        def register_detector(self, register: Any) -> None:  # missing 's'
+            register("never", lambda options, context: None)
+
+    registry = fh_registry.add_plugin(Typo(), name="typo", package="typo-pkg")
+    [problem] = [p for p in registry.problems if p.plugin == "typo"]
+    assert problem.package == "typo-pkg"
+    assert "unknown hook 'register_detector'" in problem.message
+    assert "never" not in registry.names("detector")
+
+    fh_registry.reset()
+    monkeypatch.setenv(fh_registry.STRICT_ENV, "1")
+    with pytest.raises(pluggy.PluginValidationError):
+        fh_registry.add_plugin(Typo(), name="typo", package="typo-pkg")
+
+
+def test_plugins_add_commands_and_a_clash_is_refused() -> None:
+    """register_commands adds a command to the CLI; one that takes an existing name is refused and reported."""
+    import typer
+
+    def hello() -> None:
+        typer.echo("hello from a plugin")
+
+    class Commands:
+        @hookimpl
+        def register_commands(self, cli: Any) -> None:
+            cli.command("hello-plugin")(hello)
+
+    class Clashing:
+        @hookimpl
+        def register_commands(self, cli: Any) -> None:
+            cli.command("scan")(hello)
+
+    app = typer.Typer()
+    app.command("scan")(lambda: None)
+    fh_registry.add_plugin(Commands(), name="commands", package="commands-pkg")
+    fh_registry.add_plugin(Clashing(), name="clashing", package="clashing-pkg")
+    fh_registry.register_cli_commands(app)
+    names = [c.name for c in app.registered_commands]
+    assert names.count("scan") == 1 and "hello-plugin" in names
+    assert {g.name for g in app.registered_groups} >= {"simulate"}  # the simulator plugin's group
+    problems = [p for p in fh_registry.get_registry().problems if p.plugin == "clashing"]
+    assert [p.message for p in problems] == ["command(s) scan already exist; ignored"]
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["hello-plugin"])
+    assert result.exit_code == 0 and "hello from a plugin" in result.output
+
+
 # -- lifecycle hooks --------------------------------------------------------------------------------
 
 
@@ -351,17 +436,17 @@ class _Recorder:
 def test_lifecycle_hook_that_raises_does_not_stop_the_scan(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A plugin raising in tile_acquired (and every other lifecycle hook) is logged; the scan completes
     and the other plugins still see every event."""
-    from flakehunter.scan import ScanRunner
+    from flakehunter.scan import Scan
 
     recorder = _Recorder()
     fh_registry.add_plugin(recorder, name="recorder")
     fh_registry.add_plugin(_Exploding(), name="exploding")
     caplog.set_level(logging.ERROR, logger="flakehunter.registry")
-    summary = ScanRunner(write_tiny_config(tmp_path), tmp_path / "run", device="cpu").run()
+    summary = Scan(write_tiny_config(tmp_path), tmp_path / "run", device="cpu").run()
     assert summary["status"] == "completed"
-    assert summary["tiles"]["done"] == summary["tiles_total"] > 1
+    assert summary["counts"]["done"] == summary["items_total"] > 1
     assert (tmp_path / "run" / "candidates.csv").exists()
-    assert recorder.events == ["tile"] * summary["tiles_total"] + ["completed"]
+    assert recorder.events == ["tile"] * summary["items_total"] + ["completed"]
     failures = {r.getMessage() for r in caplog.records}
     assert "plugin 'exploding' failed in tile_acquired" in failures
     assert "plugin 'exploding' failed in scan_started" in failures

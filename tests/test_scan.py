@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from flakehunter.analysis.evaluation import load_truth, match, summarize
 from flakehunter.candidates import read_candidates
-from flakehunter.detection.evaluation import load_truth, match, summarize
-from flakehunter.scan import ScanRunner
+from flakehunter.scan import Scan
 
 
 def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -88,8 +88,8 @@ def test_run_directory_follows_the_contract(reference_run: Path) -> None:
     assert all((reference_run / c.image).exists() for c in jsonl)
     manifest = json.loads((reference_run / "manifest.json").read_text())
     assert manifest["status"] == "completed"
-    assert manifest["summary"]["tiles"]["done"] == manifest["plan"]["tiles"] == len(manifest["tiles"])
-    assert len(list((reference_run / "tiles").glob("*.ome.tif"))) == manifest["plan"]["tiles"]
+    assert manifest["summary"]["counts"]["done"] == manifest["inputs"]["plan"]["tiles"] == len(manifest["items"])
+    assert len(list((reference_run / "tiles").glob("*.ome.tif"))) == manifest["inputs"]["plan"]["tiles"]
     assert not list((reference_run / "tiles").glob(".*")), "no temporary files left behind"
     assert (reference_run / "truth.json").exists()
 
@@ -123,7 +123,7 @@ def test_kill_9_then_resume_equals_uninterrupted(write_config, tmp_path: Path, r
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = done_tiles(run_dir)
-    total = json.loads((run_dir / "manifest.json").read_text())["plan"]["tiles"]
+    total = json.loads((run_dir / "manifest.json").read_text())["inputs"]["plan"]["tiles"]
     assert 6 <= killed_at < total
     finished_before = {p.name: p.stat().st_mtime_ns for p in (run_dir / "tiles").glob("*.ome.tif")}
 
@@ -159,9 +159,9 @@ def test_ctrl_c_finishes_the_tile_and_resume_completes(write_config, tmp_path: P
     assert manifest["status"] == "interrupted"
     done = done_tiles(run_dir)
     assert {c.image for c in read_candidates(run_dir)} <= {
-        t["file"] for t in manifest["tiles"] if t["status"] == "done"
+        t["file"] for t in manifest["items"] if t["status"] == "done"
     }, "only finished tiles have candidates"
-    assert done < manifest["plan"]["tiles"]
+    assert done < manifest["inputs"]["plan"]["tiles"]
 
     result = run_cli("scan", "--resume", str(run_dir))
     assert result.returncode == 0, result.stderr
@@ -228,9 +228,9 @@ def test_lifecycle_hooks_see_the_scan(write_config, tmp_path: Path) -> None:
             assert summary["status"] == "completed"
 
     flakehunter.registry.add_plugin(Recorder(), name="recorder")
-    summary = ScanRunner(write_config(), tmp_path / "run").run()
+    summary = Scan(write_config(), tmp_path / "run").run()
     assert seen["started"] == 1 and seen["finished"] == 1
-    assert seen["tiles"] == summary["tiles_total"]
+    assert seen["tiles"] == summary["items_total"]
     assert seen["candidates"] == summary["candidates"] > 0
 
 

@@ -170,7 +170,11 @@ def test_truth_json_can_be_rescanned_as_a_layout(tmp_path) -> None:
         transform=PixelTransform(PIXEL_UM), material="graphene", oxide_nm=90.0, seed=3, stage=stage,
         config_dir=tmp_path,
     )
-    again = SimulatorCamera(SimulatorCameraOptions(shape=(200, 300), layout="truth.json"), ctx)
+    # A relative layout path resolves against the config's folder (the validation context), as in a scan.
+    options = SimulatorCameraOptions.model_validate(
+        {"shape": (200, 300), "layout": "truth.json"}, context={"config_dir": tmp_path}
+    )
+    again = SimulatorCamera(options, ctx)
     again.connect()
     stage.move_to_um(500, 500, 0)
     assert np.array_equal(camera.snap(), again.snap())

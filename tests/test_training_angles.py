@@ -9,10 +9,10 @@ import pytest
 
 from flakehunter.geometry import PixelTransform
 from flakehunter.hardware.simulator.chip import ChipLayout
+from flakehunter.hardware.simulator.dataset import image_angle_deg
 from flakehunter.hardware.simulator.microscope import SimulatedMicroscope
 from flakehunter.training.angles import Dihedral, angle_error_deg, random_guess_rms_deg
 from flakehunter.training.augment import Augmenter, AugmentSpec
-from flakehunter.training.simdata import image_angle_deg
 from tests.test_training_fixtures import edge_direction_deg, edge_image, wrapped_diff
 
 

@@ -11,12 +11,12 @@ import pytest
 from shapely.geometry import Point
 
 from flakehunter.errors import InputError
-from flakehunter.hardware.simulator.chip import generate_chip
+from flakehunter.hardware.simulator.dataset import THICKNESS_CLASSES, image_angle_deg, write_simulator_dataset
+from flakehunter.hardware.simulator.generate import generate_chip
 from flakehunter.registry import get_registry
 from flakehunter.tiles import read_image
 from flakehunter.training.datasets import detect_format, limit, open_dataset, split
 from flakehunter.training.microstructure import microstructure_image, voronoi_labels, write_microstructure_dataset
-from flakehunter.training.simdata import THICKNESS_CLASSES, image_angle_deg, write_simulator_dataset
 from flakehunter.training.torchdata import ImageLoader
 from tests.test_training_fixtures import brightness_image, make_imagefolder, write_png
 

@@ -1,7 +1,8 @@
 """The ``flakehunter`` command line: a thin typer app, one module per command group.
 
 Heavy imports (numpy, the scan engine, torch) happen inside the commands so that ``--help`` and
-``plugins`` stay fast.
+``plugins`` stay fast. Plugins add their own commands through the ``register_commands`` hook (the
+contrast detector's ``calibrate``, the simulator's ``simulate``), exactly as third-party ones do.
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ def _root(
 
 
 def _register_commands() -> None:
-    from flakehunter.cli import calibrate, daemon, detect, evaluate, hardware, plugins, scan, simulate, train, watch
+    from flakehunter.cli import daemon, detect, evaluate, hardware, plugins, scan, train, watch
+    from flakehunter.registry import register_cli_commands
 
-    for module in (scan, detect, evaluate, calibrate, watch, daemon, plugins, train, simulate, hardware):
+    for module in (scan, detect, evaluate, watch, daemon, plugins, train, hardware):
         module.register(app)
+    register_cli_commands(app)
 
 
 _register_commands()

@@ -6,6 +6,7 @@ import functools
 import logging
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from flakehunter.errors import FlakehunterError
+from flakehunter.errors import MAX_MESSAGE_CHARS, FlakehunterError, one_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,15 +40,25 @@ class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+def _log_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """Library warnings (numpy's RuntimeWarnings, ...) go to the log at debug level: they are noise
+    before a one-line error, and ``--debug`` shows them."""
+    logging.getLogger("py.warnings").debug("%s:%s: %s: %s", filename, lineno, category.__name__, message)
+
+
 def setup_logging() -> None:
     level = logging.DEBUG if state.debug else logging.INFO if state.verbose else logging.WARNING
     handler = _CurrentStderr()
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    warnings.showwarning = _log_warning
 
 
 def error(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    """Print ``error: MESSAGE`` as one line of bounded length (see `flakehunter.errors.one_line`)."""
+    typer.secho(f"error: {one_line(message, MAX_MESSAGE_CHARS)}", fg=typer.colors.RED, err=True)
 
 
 def reports_errors(func: F) -> F:
@@ -74,7 +85,7 @@ def reports_errors(func: F) -> F:
         except Exception as exc:
             if state.debug:
                 raise
-            error(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
+            error(f"{type(exc).__name__}: {one_line(str(exc), 200)} (run with --debug for the traceback)")
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -95,3 +106,13 @@ def stop_on_signals(request_stop: Callable[[], None], what: str) -> Iterator[Non
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def positive_option(value: float | None, option: str, expected: str) -> None:
+    """Refuse a command-line number that is not finite and positive (None means "not given")."""
+    import math
+
+    from flakehunter.errors import InputError
+
+    if value is not None and (not math.isfinite(value) or value <= 0):
+        raise InputError(f"{option}: expected {expected}, got {value}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flakehunter.cli._common import error, reports_errors
+from flakehunter.cli._common import error, positive_option, reports_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -19,12 +19,18 @@ def detect(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
     material: Annotated[str, typer.Option("--material", "-m", help="Material name, e.g. graphene.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for candidates and manifest.")],
-    oxide_nm: Annotated[float, typer.Option("--oxide-nm", help="Nominal SiO2 thickness in nm.")] = 90.0,
+    oxide_nm: Annotated[
+        float | None,
+        typer.Option("--oxide-nm", help="Nominal SiO2 thickness in nm, if known (the detector finds it otherwise)."),
+    ] = None,
     pixel_size_um: Annotated[
         float | None, typer.Option("--pixel-size-um", help="Pixel size when the files do not say.")
     ] = None,
-    detector: Annotated[
-        list[str] | None, typer.Option("--detector", help="Detector to run (repeat for a pipeline).")
+    detectors: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--detectors", "--detector", help="Detector chain, e.g. contrast or contrast,cnn-axis (repeatable)."
+        ),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="Compute device: auto, cpu or cuda.")] = "auto",
     profile: Annotated[
@@ -41,43 +47,41 @@ def detect(
     ] = "self",
 ) -> None:
     """Find candidates in existing images; positions come from OME/Micro-Manager metadata."""
+    from flakehunter.analysis.pipeline import PipelineSpec
     from flakehunter.compute import check_device_choice
     from flakehunter.config import DetectorSection
     from flakehunter.detect import run_detect
     from flakehunter.errors import InputError
 
-    if oxide_nm <= 0:
-        raise InputError(f"--oxide-nm: expected a positive thickness in nm, got {oxide_nm}")
-    if pixel_size_um is not None and pixel_size_um <= 0:
-        raise InputError(f"--pixel-size-um: expected a positive value, got {pixel_size_um}")
+    positive_option(oxide_nm, "--oxide-nm", "a positive thickness in nm")
+    positive_option(pixel_size_um, "--pixel-size-um", "a positive pixel size in µm")
     check_device_choice(device)
     if calibration not in ("self", "nominal"):
         raise InputError(f"--calibration: expected self or nominal, got {calibration!r}")
     contrast_options: dict[str, object] = {"calibration": calibration}
     if profile:
         contrast_options["profile"] = str(Path(profile).resolve()) if Path(profile).exists() else profile
-    names = detector or ["contrast"]
-    sections = [DetectorSection(name=n, options=contrast_options if n == "contrast" else {}) for n in names]
-    summary = run_detect(
-        paths,
-        material=material,
-        oxide_nm=oxide_nm,
-        out=out,
-        pixel_size_um=pixel_size_um,
-        detectors=sections,
-        device=device,
+    names = [n.strip() for value in (detectors or ["contrast"]) for n in value.split(",") if n.strip()]
+    if not names:
+        raise InputError("--detectors: expected at least one detector name")
+    sections = tuple(DetectorSection(name=n, options=contrast_options if n == "contrast" else {}) for n in names)
+    spec = PipelineSpec(
+        material=material, oxide_nm=oxide_nm, detectors=sections, pixel_size_um=pixel_size_um, device=device,
         flatfield=tuple(flatfield or ()),
-        overlays=overlays,
     )
+    summary = run_detect(paths, spec, out, overlays=overlays)
+    counts = summary["counts"]
     typer.echo(
-        f"Detect: {summary['done']}/{summary['files']} files analysed, {summary['candidates']} candidates "
-        f"in {summary['wall_s']:.1f} s"
+        f"Detect: {counts.get('done', 0)}/{summary['items_total']} files analysed, {summary['candidates']} "
+        f"candidates in {summary['wall_s']:.1f} s"
     )
     typer.echo(f"  candidates: {out / 'candidates.csv'} (and candidates.jsonl)")
-    if summary["files_with_warnings"]:
-        typer.secho(f"  {len(summary['files_with_warnings'])} file(s) with warnings (e.g. out of focus); "
+    if summary["items_with_warnings"]:
+        typer.secho(f"  {len(summary['items_with_warnings'])} file(s) with warnings (e.g. out of focus); "
                     f"see {out / 'manifest.json'}", fg=typer.colors.YELLOW, err=True)
-    if summary["bad_files"]:
-        for message in summary["bad_files"].values():
+    if summary["bad_inputs"]:
+        for message in summary["bad_inputs"].values():
             error(message)
+        typer.secho(f"  {len(summary['bad_inputs'])} file(s) could not be analysed; the others were",
+                    fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(2)

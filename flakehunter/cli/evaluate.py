@@ -1,4 +1,5 @@
-"""``flakehunter evaluate``: score candidates against ground truth (simulator truth or label images)."""
+"""``flakehunter evaluate``: score candidates against ground truth (simulator truth, label images) or annotations
+(YOLO boxes, COCO polygons / RLE, instance masks)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from flakehunter.cli._common import reports_errors
+from flakehunter.run.layout import RunDirectory
 
 
 def register(app: typer.Typer) -> None:
@@ -22,61 +24,173 @@ def evaluate(
     ],
     truth: Annotated[
         list[Path] | None,
-        typer.Option("--truth", help="truth.json, or label images / a folder of them (default: RUN_DIR/truth.json)."),
+        typer.Option(
+            "--truth",
+            help="truth.json; label images or a folder of them; YOLO labels (a labels/ folder or a Roboflow "
+            "export); a COCO .json; or instance masks with an id->layers map (default: RUN_DIR/truth.json). "
+            "See docs/evaluation.md.",
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Report folder (default: RUN_DIR/evaluation).")
     ] = None,
     layers: Annotated[str, typer.Option("--layers", help="Layer counts of interest, e.g. 1,2,3.")] = "1,2,3",
     min_area_um2: Annotated[
-        float, typer.Option("--min-area-um2", help="Smallest truth flake counted for recall.")
-    ] = 50.0,
+        float | None,
+        typer.Option(
+            "--min-area-um2",
+            help="Smallest truth flake counted for recall (default 50 for truth.json and label images, "
+            "0 for annotations: every annotated flake counts).",
+        ),
+    ] = None,
     tolerance_um: Annotated[
-        float, typer.Option("--tolerance-um", help="How far off a flake a candidate may lie.")
+        float,
+        typer.Option("--tolerance-um", help="How far off a flake a candidate may lie (truth.json, label images)."),
+    ] = 3.0,
+    tolerance_px: Annotated[
+        float, typer.Option("--tolerance-px", help="How far off an annotation a candidate may lie, in pixels.")
     ] = 3.0,
     pixel_size_um: Annotated[
         float | None, typer.Option("--pixel-size-um", help="Pixel size for label images when the run does not say.")
     ] = None,
+    class_layers: Annotated[
+        str | None,
+        typer.Option(
+            "--class-layers",
+            help="Layer count per annotation class id or name, e.g. 0=1,1=2 or bulk=none "
+            "(default: read from class names such as monolayer, 1L, bilayer).",
+        ),
+    ] = None,
+    stray_layers: Annotated[
+        str | None,
+        typer.Option(
+            "--stray-layers",
+            help="Reported layer counts that are strays when outside every annotation, e.g. 1 (default: the "
+            "layer counts the annotations hold; all of --layers for label images).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
-    """Per-layer recall, precision and F1, confusion matrix, position and orientation errors, duplicates."""
-    from flakehunter.detection.evaluation import load_truth, match, summarize
-    from flakehunter.detection.evaluation_report import headline, write_report
+    """Per-layer recall, precision and F1, confusion matrix, position and orientation errors, duplicates;
+    against annotations also found / annotated, missed and strays per image."""
+    from flakehunter.analysis.annotations import detect_format
+    from flakehunter.analysis.evaluation import load_truth, match, summarize
+    from flakehunter.analysis.evaluation_report import headline, write_report
     from flakehunter.errors import InputError
 
     run_dir, candidates = _load_candidates(source)
-    try:
-        wanted = tuple(int(v) for v in layers.split(",") if v.strip())
-    except ValueError:
-        raise InputError(f"--layers: expected comma-separated layer counts like 1,2,3, got {layers!r}") from None
-    truth_paths = truth or ([run_dir / "truth.json"] if run_dir else [])
+    wanted = _layer_counts(layers, "--layers")
+    strays_of = _layer_counts(stray_layers, "--stray-layers") if stray_layers is not None else None
+    truth_paths = truth or ([RunDirectory(run_dir).truth] if run_dir else [])
     if not truth_paths:
-        raise InputError(f"{source}: give --truth (a truth.json or label images)")
-    pixel_sizes: dict[str, float] = {}
-    only = truth_paths[0] if len(truth_paths) == 1 else None
-    if only is not None and (only.suffix == ".json" or (only / "truth.json").exists()):
-        if not only.exists():
-            raise InputError(f"{only}: truth file not found")
-        flakes = load_truth(only)  # the simulator's truth, in stage µm
-    else:
-        flakes, pixel_sizes, candidates = _label_truth(truth_paths, run_dir, candidates, pixel_size_um)
-    symmetry = _symmetry(candidates)
-    m = match(candidates, flakes, tolerance_um=tolerance_um, pixel_size_um=pixel_sizes)
-    summary = summarize(m, layers=wanted, min_area_um2=min_area_um2, symmetry_deg=symmetry, pixel_size_um=pixel_sizes)
-    out = out or ((run_dir / "evaluation") if run_dir else Path("evaluation"))
-    settings = {
+        raise InputError(f"{source}: give --truth (a truth.json, label images or annotations)")
+    fmt = detect_format(truth_paths)
+    settings: dict[str, Any] = {
         "source": str(source),
         "truth": [str(p) for p in truth_paths],
+        "format": fmt,
         "layers": list(wanted),
-        "min_area_um2": min_area_um2,
+        "min_area_um2": min_area_um2 if min_area_um2 is not None else (50.0 if fmt in ("truth", "label-image") else 0),
         "tolerance_um": tolerance_um,
     }
+    if fmt == "truth":
+        flakes = load_truth(truth_paths[0])  # the simulator's truth, in stage µm
+        symmetry = _symmetry(candidates)
+        m = match(candidates, flakes, tolerance_um=tolerance_um)
+        summary = summarize(m, layers=wanted, min_area_um2=settings["min_area_um2"], symmetry_deg=symmetry)
+    elif fmt == "label-image":
+        flakes, pixel_sizes, candidates = _label_truth(truth_paths, run_dir, candidates, pixel_size_um)
+        symmetry = _symmetry(candidates)
+        m = match(candidates, flakes, tolerance_um=tolerance_um, pixel_size_um=pixel_sizes)
+        summary = summarize(
+            m, layers=wanted, min_area_um2=settings["min_area_um2"], symmetry_deg=symmetry, pixel_size_um=pixel_sizes
+        )
+        summary.update(_label_images_per_image(m, sorted(pixel_sizes), wanted, settings["min_area_um2"], strays_of))
+    else:
+        settings.update(tolerance_px=tolerance_px, class_layers=class_layers)
+        m, summary = _against_annotations(
+            truth_paths, fmt, run_dir, candidates, wanted=wanted, min_area_um2=settings["min_area_um2"],
+            tolerance_px=tolerance_px, pixel_size_um=pixel_size_um, class_layers=class_layers, stray_layers=strays_of,
+        )
+    out = out or ((run_dir / "evaluation") if run_dir else Path("evaluation"))
     written = write_report(out, summary, m, settings)
     if as_json:
         typer.echo(json.dumps(headline(summary), indent=2))
-    else:
-        _print(summary, wanted, min_area_um2)
+    elif fmt in ("truth", "label-image"):
+        _print(summary, wanted, settings["min_area_um2"])
         typer.echo(f"  report: {out} ({', '.join(p.name for p in written)})")
+    else:
+        _print_annotations(summary, fmt)
+        typer.echo(f"  report: {out} ({', '.join(p.name for p in written)})")
+
+
+def _layer_counts(text: str, option: str) -> tuple[int, ...]:
+    from flakehunter.errors import InputError
+
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"{option}: expected comma-separated layer counts like 1,2,3, got {text!r}") from None
+
+
+def _label_images_per_image(
+    m: Any, images: list[str], wanted: tuple[int, ...], min_area_um2: float, stray_layers: tuple[int, ...] | None
+) -> dict[str, Any]:
+    """Per-image found / missed / strays for label images (added to the summary; its other keys stay)."""
+    from flakehunter.analysis.evaluation import default_stray_layers, per_image
+
+    targets = [i for i, f in enumerate(m.truth) if f.layers in set(wanted) and f.area_um2 >= min_area_um2]
+    strays_of = stray_layers if stray_layers is not None else default_stray_layers(m.truth, wanted, True)
+    rows = per_image(m, images, targets, strays_of)
+    counts = [r["strays"] for r in rows]
+    return {
+        "images": len(rows), "stray_layers": list(strays_of), "strays": sum(counts),
+        "strays_per_image_max": max(counts, default=0), "per_image": rows,
+    }
+
+
+def _against_annotations(
+    paths: list[Path], fmt: str, run_dir: Path | None, candidates: list[Any], *, wanted: tuple[int, ...],
+    min_area_um2: float, tolerance_px: float, pixel_size_um: float | None, class_layers: str | None,
+    stray_layers: tuple[int, ...] | None,
+) -> tuple[Any, dict[str, Any]]:
+    """Match candidates to YOLO / COCO / instance-mask annotations in pixels, image by image (by file stem)."""
+    from flakehunter.analysis.annotations import load_annotations, parse_class_layers
+    from flakehunter.analysis.evaluation import image_key, match_pixels, summarize_annotations
+    from flakehunter.errors import InputError
+
+    analysed = _analysed_files(run_dir, candidates)
+    sizes = {k: p for k, (_, size) in analysed.items() if (p := size or pixel_size_um)}
+    annotations = load_annotations(
+        paths, fmt, explicit=parse_class_layers(class_layers), analysed={k: f for k, (f, _) in analysed.items()},
+        pixel_size_um=sizes,
+    )
+    if run_dir is not None and RunDirectory(run_dir).manifest.exists():
+        images = [k for k in annotations.images if k in analysed]  # what the run analysed and someone annotated
+    else:
+        images = list(annotations.images)  # a bare candidates file: an annotated image without candidates had none
+    if not images:
+        raise InputError(f"{paths[0]}: no annotated image matches an analysed image by name (file stem)")
+    if min_area_um2 > 0 and any(k not in sizes for k in images):
+        raise InputError(f"{paths[0]}: --min-area-um2 needs the pixel size of each image; pass --pixel-size-um")
+    keys = set(images)
+    flakes = [f for f in annotations.flakes if f.image in keys]
+    candidates = [c for c in candidates if image_key(c.image) in keys]
+    m = match_pixels(candidates, flakes, tolerance_px=tolerance_px)
+    summary = summarize_annotations(
+        m, images, layers=wanted, min_area_um2=min_area_um2, stray_layers=stray_layers, pixel_size_um=sizes
+    )
+    summary["format"] = fmt
+    summary["images_annotated_not_analysed"] = len(annotations.images) - len(images)
+    summary["images_analysed_not_annotated"] = len(set(analysed) - keys)
+    notes = []
+    if flakes and all(f.layers is None for f in flakes):
+        notes.append("the annotation classes give no layer counts (pass --class-layers, e.g. 0=1): layers are "
+                     "not checked and strays are judged for all of --layers")
+    if summary["images_annotated_not_analysed"]:
+        notes.append(f"{summary['images_annotated_not_analysed']} annotated image(s) were not analysed by this run")
+    summary["notes"] = notes
+    return m, summary
 
 
 def _load_candidates(source: Path) -> tuple[Path | None, list[Any]]:
@@ -84,7 +198,7 @@ def _load_candidates(source: Path) -> tuple[Path | None, list[Any]]:
     from flakehunter.errors import InputError
 
     if source.is_dir():
-        if not (source / "candidates.jsonl").exists():
+        if not RunDirectory(source).candidates_jsonl.exists():
             raise InputError(f"{source}: no candidates.jsonl (expected a run directory)")
         return source, read_candidates(source)
     if not source.exists():
@@ -98,8 +212,8 @@ def _load_candidates(source: Path) -> tuple[Path | None, list[Any]]:
         with open(source, newline="", encoding="utf-8") as fh:
             for rec in csv.DictReader(fh):
                 rows.append(Candidate.from_record(_typed(rec)))
-        return (source.parent if (source.parent / "manifest.json").exists() else None), rows
-    return (source.parent if (source.parent / "manifest.json").exists() else None), read_candidates(source)
+        return (source.parent if RunDirectory(source.parent).manifest.exists() else None), rows
+    return (source.parent if RunDirectory(source.parent).manifest.exists() else None), read_candidates(source)
 
 
 def _typed(rec: dict[str, str]) -> dict[str, Any]:
@@ -128,7 +242,7 @@ def _label_truth(
     paths: list[Path], run_dir: Path | None, candidates: list[Any], pixel_size_um: float | None
 ) -> tuple[list[Any], dict[str, float], list[Any]]:
     """Label-image truth for the analysed images that have a label; candidates limited to those images."""
-    from flakehunter.detection.evaluation import (
+    from flakehunter.analysis.evaluation import (
         LABEL_SUFFIXES,
         image_key,
         is_label_name,
@@ -164,19 +278,28 @@ def _label_truth(
 
 def _analysed_images(run_dir: Path | None, candidates: list[Any]) -> dict[str, float | None]:
     """Image key -> pixel size of every image the run analysed (from its manifest), or of the candidates' images."""
-    from flakehunter.detection.evaluation import image_key
+    return {k: size for k, (_, size) in _analysed_files(run_dir, candidates).items()}
 
-    images: dict[str, float | None] = {}
-    if run_dir and (run_dir / "manifest.json").exists():
-        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-        for f in manifest.get("files", []):
-            images[image_key(f["file"])] = f.get("pixel_size_um")
-        plan_pixel = manifest.get("plan", {}).get("pixel_size_um")
-        for t in manifest.get("tiles", []):
-            images[image_key(t["file"])] = plan_pixel
+
+def _analysed_files(run_dir: Path | None, candidates: list[Any]) -> dict[str, tuple[Path | None, float | None]]:
+    """Image key -> (its file where it still exists, its pixel size) of every image the run analysed."""
+    from flakehunter.analysis.evaluation import image_key
+    from flakehunter.run.manifest import analysed_images
+
+    files: dict[str, tuple[Path | None, float | None]] = {}
+
+    def add(name: str, size: float | None) -> None:
+        path = Path(name)
+        if not path.is_absolute() and run_dir is not None:
+            path = run_dir / path
+        files[image_key(name)] = (path if path.is_file() else None, size)
+
+    for name, size in analysed_images(run_dir) if run_dir else []:
+        add(name, size)
     for c in candidates:
-        images.setdefault(image_key(c.image), None)
-    return images
+        if image_key(c.image) not in files:
+            add(c.image, None)
+    return files
 
 
 def _symmetry(candidates: list[Any]) -> float:
@@ -214,3 +337,25 @@ def _print(summary: dict[str, Any], layers: tuple[int, ...], min_area_um2: float
             f"  {name}: recall {pct(row['recall'])} ({row['found']}/{row['truth']}), precision "
             f"{pct(row['precision'])} ({row['correct']}/{row['reported']}), F1 {pct(row['f1'])}"
         )
+
+
+def _print_annotations(summary: dict[str, Any], fmt: str) -> None:
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None or v != v else f"{v:.3f}"
+
+    kinds = {"yolo": "YOLO labels", "coco": "COCO annotations", "instance-mask": "instance masks"}
+    found_as = ", ".join(f"{k} {v}" for k, v in summary["found_as"].items()) or "none"
+    strays_of = ",".join(f"{n}L" for n in summary["stray_layers"]) or "no"
+    typer.echo(f"Evaluation against {kinds.get(fmt, fmt)}: {summary['images']} images, "
+               f"{summary['annotated']} annotated flakes")
+    typer.echo(f"  found      {summary['found']}/{summary['annotated']} (recall {pct(summary['recall'])}); "
+               f"found as: {found_as}")
+    typer.echo(f"  missed     {summary['missed']}")
+    typer.echo(f"  strays     {summary['strays']} {strays_of} candidates outside every annotation (per image median "
+               f"{summary['strays_per_image_median']:g}, max {summary['strays_per_image_max']}); "
+               f"precision {pct(summary['precision'])} of {summary['reported']}")
+    typer.echo(f"  layers     {pct(summary['layer_accuracy'])} ({summary['layer_checked']} found flakes with an "
+               "annotated layer count)")
+    typer.echo(f"  candidates {summary['candidates']} on the evaluated images; duplicates {summary['duplicates']}")
+    for note in summary.get("notes", []):
+        typer.echo(f"  note: {note}")

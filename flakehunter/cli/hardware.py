@@ -45,9 +45,9 @@ def _numbers(text: str, option: str, count: tuple[int, ...]) -> tuple[float, ...
 
 def _plan(config_path: Path) -> Any:
     """The config's devices (unconnected), built exactly as a scan builds them."""
+    from flakehunter.acquisition.plan import make_plan
     from flakehunter.config import load_config
     from flakehunter.registry import get_registry
-    from flakehunter.scan import make_plan
 
     config = load_config(config_path)
     return make_plan(config, config_path, get_registry())
@@ -133,10 +133,12 @@ def goto(
 ) -> None:
     """Drive the stage to a candidate flake of a finished (or interrupted) scan."""
     from flakehunter.candidates import read_candidates
+    from flakehunter.run.layout import RunDirectory
 
-    records = run_dir / "candidates.jsonl"
+    run = RunDirectory(run_dir)
+    records = run.candidates_jsonl
     if not records.exists():
-        raise InputError(f"{run_dir}: no candidates.jsonl; is this a scan run directory?")
+        raise InputError(f"{run_dir}: no {records.name}; is this a scan run directory?")
     found = [c for c in read_candidates(records) if c.id == candidate_id]
     if not found:
         raise InputError(f"{records}: no candidate with id {candidate_id}")
@@ -147,7 +149,7 @@ def goto(
     x = cand.x_um + offset[0]
     y = cand.y_um + offset[1]
     z = None if cand.z_um is None else cand.z_um + (offset[2] if len(offset) == 3 else 0.0)
-    config_path = config or run_dir / "config.yaml"
+    config_path = config or run.config_copy
     plan = _plan(config_path)
     stage = plan.stage
     stage.limits.check(x, y, z, device=f"{plan.config.stage.plugin} stage")  # refuse before connecting

@@ -33,7 +33,8 @@ def scan(
 ) -> None:
     """Tile a chip or wafer, find thin flakes, and write candidates with stage coordinates."""
     from flakehunter.compute import check_device_choice
-    from flakehunter.scan import ScanRunner, default_run_dir
+    from flakehunter.config import load_config
+    from flakehunter.scan import Scan, default_run_dir
 
     if resume is None and config is None:
         raise InputError("scan: give a CONFIG file, or --resume RUN_DIR")
@@ -41,12 +42,11 @@ def scan(
         raise InputError("scan --resume RUN_DIR takes the config from the run directory; drop CONFIG and --out")
     check_device_choice(device)  # fail fast on --device cuda without a GPU
     if resume is not None:
-        runner = ScanRunner(None, resume, resume=True, device=device)
+        runner = Scan(None, resume, resume=True, device=device)
     else:
-        from flakehunter.config import load_config
-
+        assert config is not None
         run_dir = out if out is not None else default_run_dir(load_config(config))
-        runner = ScanRunner(config, run_dir, device=device)
+        runner = Scan(config, run_dir, device=device)
 
     if dry_run:
         plan = runner.prepare()
@@ -126,28 +126,28 @@ def _print_summary(runner: Any, summary: dict[str, Any]) -> None:
 
     from flakehunter.candidates import read_candidates
 
-    run_dir = runner.run_dir
-    candidates = read_candidates(run_dir / "candidates.jsonl")
+    run = runner.out
+    candidates = read_candidates(run.candidates_jsonl)
     by_class = Counter(c.layer_class for c in candidates)
     classes = ", ".join(f"{k}: {v}" for k, v in sorted(by_class.items())) or "none"
-    tiles = summary["tiles"]
+    counts = summary["counts"]
     status = summary["status"].replace("_", " ")
     typer.echo(
-        f"Scan {status}: {tiles.get('done', 0)}/{summary['tiles_total']} tiles analysed, "
+        f"Scan {status}: {counts.get('done', 0)}/{summary['items_total']} tiles analysed, "
         f"{summary['candidates']} candidates ({classes}) in {summary['wall_s']:.1f} s"
     )
-    typer.echo(f"  candidates: {run_dir / 'candidates.csv'} (and candidates.jsonl)")
-    typer.echo(f"  tiles:      {run_dir / 'tiles'}")
-    typer.echo(f"  manifest:   {run_dir / 'manifest.json'}")
-    if (run_dir / "truth.json").exists():
-        typer.echo(f"  truth:      {run_dir / 'truth.json'} (simulator ground truth)")
-    if summary.get("tiles_with_warnings"):
-        warned = summary["tiles_with_warnings"]
-        shown = ", ".join(map(str, warned[:10])) + (" ..." if len(warned) > 10 else "")
-        typer.secho(f"  {len(warned)} tile(s) with warnings (e.g. out of focus): {shown}; see manifest.json",
-                    fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"  candidates: {run.candidates_csv} (and {run.candidates_jsonl.name})")
+    typer.echo(f"  tiles:      {run.tiles}")
+    typer.echo(f"  manifest:   {run.manifest}")
+    if run.truth.exists():
+        typer.echo(f"  truth:      {run.truth} (simulator ground truth)")
+    if summary.get("items_with_warnings"):
+        warned = summary["items_with_warnings"]
+        shown = ", ".join(Path(k).name for k in warned[:5]) + (" ..." if len(warned) > 5 else "")
+        typer.secho(f"  {len(warned)} tile(s) with warnings (e.g. out of focus after a retake): {shown}; "
+                    f"see {run.manifest.name}", fg=typer.colors.YELLOW, err=True)
     if summary["status"] != "completed":
-        failed = tiles.get("failed", 0)
+        failed = counts.get("failed", 0)
         if failed:
-            typer.secho(f"  {failed} tile(s) failed; see manifest.json", fg=typer.colors.YELLOW, err=True)
-        typer.secho(f"  continue with: flakehunter scan --resume {run_dir}", fg=typer.colors.YELLOW, err=True)
+            typer.secho(f"  {failed} tile(s) failed; see {run.manifest.name}", fg=typer.colors.YELLOW, err=True)
+        typer.secho(f"  continue with: flakehunter scan --resume {run.path}", fg=typer.colors.YELLOW, err=True)

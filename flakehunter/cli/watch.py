@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from flakehunter.cli._common import reports_errors, state, stop_on_signals
+from flakehunter.cli._common import positive_option, reports_errors, state, stop_on_signals
 
 if TYPE_CHECKING:
     from flakehunter.config import DetectConfig
@@ -28,10 +28,8 @@ def detect_config(
     from flakehunter.config import DetectConfig, MaterialConfig, load_detect_config
     from flakehunter.errors import InputError
 
-    if oxide_nm is not None and oxide_nm <= 0:
-        raise InputError(f"--oxide-nm: expected a positive thickness in nm, got {oxide_nm}")
-    if pixel_size_um is not None and pixel_size_um <= 0:
-        raise InputError(f"--pixel-size-um: expected a positive value, got {pixel_size_um}")
+    positive_option(oxide_nm, "--oxide-nm", "a positive thickness in nm")
+    positive_option(pixel_size_um, "--pixel-size-um", "a positive pixel size in µm")
     if config is not None:
         cfg = load_detect_config(config)
     elif material is not None:
@@ -100,7 +98,7 @@ def status(
 ) -> None:
     """Counts of processed, quarantined and pending files (or jobs), and whether it is running."""
     from flakehunter.jobqueue import is_queue_folder, queue_status
-    from flakehunter.watch import read_status
+    from flakehunter.run.status import read_status
 
     info = queue_status(folder) if is_queue_folder(folder) else read_status(folder)
     if as_json:
@@ -112,7 +110,8 @@ def status(
         typer.echo(f"  {info['queued']} queued, {info['running_jobs']} running, {info['done']} done, "
                    f"{info['failed']} failed, {info['cancelled']} cancelled")
         return
-    typer.echo(f"{folder}: {info['kind']}, {running}")
+    state_note = f" (manifest: {info['state']})" if info.get("state") not in (None, "running", "unknown") else ""
+    typer.echo(f"{folder}: {info['kind']} run, {running}{state_note}")
     typer.echo(f"  processed {info['processed']}, quarantined {info['quarantined']}, pending {info['pending']}"
                + (f", failed {info['failed']}" if info.get("failed") else "")
                + f"; {info['candidates']} candidates")

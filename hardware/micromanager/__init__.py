@@ -7,18 +7,18 @@ reported when a config uses it, not when flakehunter starts.
 
 from __future__ import annotations
 
-from flakehunter.hookspecs import Register, hookimpl
+from flakehunter.hookspecs import RegisterCamera, RegisterStage, hookimpl
 
 
 @hookimpl
-def register_stages(register: Register) -> None:
+def register_stages(register: RegisterStage) -> None:
     from flakehunter.hardware.micromanager.devices import MicroManagerStage
 
     register("micromanager", MicroManagerStage)
 
 
 @hookimpl
-def register_cameras(register: Register) -> None:
+def register_cameras(register: RegisterCamera) -> None:
     from flakehunter.hardware.micromanager.devices import MicroManagerCamera
 
     register("micromanager", MicroManagerCamera)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from flakehunter.hookspecs import Register, hookimpl
+from flakehunter.hookspecs import RegisterCamera, hookimpl
 
 
 @hookimpl
-def register_cameras(register: Register) -> None:
+def register_cameras(register: RegisterCamera) -> None:
     from flakehunter.hardware.opencv.camera import OpenCVCamera
 
     register("opencv", OpenCVCamera)

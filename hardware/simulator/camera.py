@@ -12,6 +12,10 @@ Image formation (see ../shared/reference/optics.md §2 and §6), per frame:
    and a small frame-to-frame lamp flicker;
 5. convert to electrons, add shot and read noise, quantise.
 
+With ``imaging`` set (a foreign setup, `flakehunter.hardware.simulator.imaging`), steps 2-5 run through
+that setup's own index data, camera response, lamp, white balance, tone curve, bit depth and JPEG instead
+(docs/foreign-setups.md); without it, frames are exactly what they always were.
+
 Every frame is deterministic for (seed, stage position), so a resumed scan re-renders a tile
 bit for bit.
 """
@@ -21,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import math
 from functools import cached_property
-from pathlib import Path
 from typing import Literal
 
 import cv2
@@ -30,10 +33,13 @@ import shapely
 from pydantic import BaseModel, ConfigDict, Field
 from shapely.geometry.base import BaseGeometry
 
+from flakehunter.config import ConfigFile
 from flakehunter.devices import DeviceContext, Stage
 from flakehunter.errors import HardwareError, InputError
 from flakehunter.geometry import PixelTransform
-from flakehunter.hardware.simulator.chip import ChipLayout, ChipSpec, SimDust, generate_chip
+from flakehunter.hardware.simulator.chip import ChipLayout, ChipSpec, SimDust
+from flakehunter.hardware.simulator.generate import generate_chip
+from flakehunter.hardware.simulator.imaging import ForeignRenderer, ImagingOptions
 from flakehunter.materials import Material
 from flakehunter.optics import CameraResponse
 
@@ -68,8 +74,11 @@ class SimulatorCameraOptions(BaseModel):
     flip_rows: bool | None = None
     flip_cols: bool | None = None
     chip: ChipSpec = ChipSpec()
-    layout: Path | None = Field(None, description="A chip layout JSON to render instead of a random chip")
+    layout: ConfigFile | None = Field(None, description="A chip layout JSON to render instead of a random chip")
     seed: int | None = Field(None, description="Chip and noise seed; default: the scan's seed")
+    imaging: ImagingOptions | None = Field(
+        None, description="Render through a foreign setup ({foreign_seed: N} or {setup: {...}}); default: off"
+    )
 
 
 class SimulatorCamera:
@@ -167,11 +176,26 @@ class SimulatorCamera:
 
         return np.asarray(substrate_rgb(round(oxide_nm, 2), self._spectral), float)
 
+    @cached_property
+    def _foreign(self) -> ForeignRenderer | None:
+        imaging = self.options.imaging
+        if imaging is None:
+            return None
+        assert self.layout is not None
+        try:
+            setup = imaging.resolve(self.layout.material)
+        except ValueError as exc:
+            raise InputError(f"camera.options.imaging: {exc}") from None
+        return ForeignRenderer(setup, self._material, jpeg=imaging.jpeg_roundtrip)
+
     def render(self, x_um: float, y_um: float, z_um: float) -> np.ndarray:
         """The frame the camera sees with the stage at (x_um, y_um, z_um)."""
         from flakehunter.optics import film_contrast, layer_contrast
 
         assert self.layout is not None
+        if self._foreign is not None:
+            rng = np.random.default_rng(self._frame_seed(x_um, y_um, z_um))
+            return self._foreign.render(self, x_um, y_um, z_um, rng)
         o = self.options
         layout = self.layout
         rows, cols = self.shape

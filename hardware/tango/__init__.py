@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from flakehunter.hookspecs import Register, hookimpl
+from flakehunter.hookspecs import RegisterStage, hookimpl
 
 
 @hookimpl
-def register_stages(register: Register) -> None:
+def register_stages(register: RegisterStage) -> None:
     from flakehunter.hardware.tango.stage import TangoStage
 
     register("tango", TangoStage)

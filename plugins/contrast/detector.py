@@ -18,19 +18,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from flakehunter.detection.axis import AxisEstimate, edge_sharpness, region_orientation
-from flakehunter.detection.background import BackgroundModel
-from flakehunter.detection.base import Detection, DetectionContext
-from flakehunter.detection.calibration import Calibration, fit_oxide, sample_plateaus
-from flakehunter.detection.layers import LayerModel
-from flakehunter.detection.profile import MaterialProfile, load_profile
+from flakehunter.analysis.detector import Detection, DetectionContext
+from flakehunter.config import ExistingFile
 from flakehunter.errors import InputError
+from flakehunter.plugins.contrast.axis import AxisEstimate, edge_sharpness, region_orientation
+from flakehunter.plugins.contrast.background import BackgroundModel
+from flakehunter.plugins.contrast.calibration import Calibration, fit_oxide, sample_plateaus
+from flakehunter.plugins.contrast.layers import LayerModel
+from flakehunter.plugins.contrast.profile import MaterialProfile, load_profile, profile_dirs
 from flakehunter.tiles import ImageMeta
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class ContrastOptions(BaseModel):
     )
     calibration_images: int = Field(6, ge=1, description="Images examined to self-calibrate")
     calibration_search_nm: float = Field(15.0, ge=0, description="How far from nominal the real oxide may lie")
-    profile: str | None = Field(
+    profile: Annotated[str | None, ExistingFile(search=profile_dirs, suffix=".json")] = Field(
         None, description="A material profile (path or name) measured on this setup; replaces calibration"
     )
     min_edge_px: float = Field(7.0, gt=2, description="Shortest straight edge used for the crystal axis")

@@ -1,5 +1,0 @@
-"""Detection: the detector contract, the pipeline that runs detectors, and shared image steps."""
-
-from flakehunter.detection.base import Detection, DetectionContext, Detector, StatefulDetector
-
-__all__ = ["Detection", "DetectionContext", "Detector", "StatefulDetector"]

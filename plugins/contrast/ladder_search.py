@@ -1,0 +1,287 @@
+"""The search behind `ladder.fit_ladder`: which ladder of rungs best explains a setup's plateau clusters.
+
+Two families of ladders are tried, each anchored by putting one of the heavier (or fainter) plateau
+clusters on rung 1, 2 or 3:
+
+* **thin-film**: rung_n = g ⊙ τ_γ(μ_n(d)). μ_n(d) is the model contrast of n layers on oxide d (every
+  oxide 50–320 nm), τ_γ(c) = (1 + c)^(1/γ) − 1 a camera tone curve (γ = 1, 1.6, 2.2), g a per-channel gain
+  (spectral response, index data) with a log-normal prior around a common factor, in hard bounds. The
+  gains are refined by a few EM steps. This family knows the colour direction and the bend of the ladder.
+* **linear**: rung_n = n·a + n(n−1)/2·b, a free first step a and a small bend b (prior |b| ≲ 0.25 |a|).
+  Index data disagree by 20–30 % for TMDs, so near some oxides the model's bend is simply wrong; what
+  stays true is that few-layer contrast grows nearly linearly with the layer count. This family costs a
+  little more (`LINEAR_COST`), so the model wins where it fits as well.
+
+A ladder is scored (in nats; lower is better) by the clusters it puts on its first `SCORED_RUNGS` rungs:
+each rung earns from the clusters on it, by how well they fit, *saturating per rung*, so a ladder is
+believed for the distinct layer counts it explains, not for one colour seen many times (thick-flake
+fragments, a crowd of specks). Empty rungs below the lowest occupied one cost (a ladder has no gaps at
+its foot: a lone cluster is rather 1L than 3L), and so do clusters left off the ladder although fainter than
+its highest occupied rung (a thin ladder explains the faint plateaus; thick flakes lie beyond its top),
+and a first rung lost in the noise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Camera tone curves tried: linear, a mild curve, sRGB-like.
+GAMMAS = (1.0, 1.6, 2.2)
+#: Prior widths (natural log): the common gain, and each channel's deviation from it.
+SIGMA_LOG_GAIN = 0.5
+SIGMA_LOG_CHANNEL = 0.25
+#: Hard bounds on the gains (natural log): the common factor, and each channel's departure from it.
+MAX_LOG_GAIN = math.log(3.0)
+MAX_LOG_CHANNEL = math.log(2.5)
+#: Flake-to-flake scatter of a rung, relative to its contrast; and the absolute floor (vignetting residue,
+#: oxide gradients, JPEG).
+RELATIVE_SPREAD = 0.05
+FLOOR_SPREAD = 0.004
+#: Truncation of the loss, in rung spreads: beyond it a cluster is "not on this rung".
+TRUNCATE = 3.0
+#: A rung's support counts fully up to about this much weight (see `saturated_weight`).
+SATURATION = 4.0
+#: Cost per empty rung below the lowest occupied one, per unit of (saturated) supporting weight.
+GAP_COST = 1.0
+#: Rungs whose support counts when choosing a ladder (thicker plateaus neither help nor hurt it).
+SCORED_RUNGS = 4
+#: Only ladders whose first rung is occupied are considered: the faintest real rung is 1L. (A run that holds
+#: 2L and 3L flakes but no monolayer at all then calls them 1L and 2L; a run hunting monolayers rarely does.)
+REQUIRE_FIRST_RUNG = True
+#: A rung counts as occupied with at least this weight and this share of the best-supported rung's.
+MIN_OCCUPIED = 0.3
+OCCUPIED_SHARE = 0.15
+#: A cluster off the ladder yet fainter than its highest occupied rung costs this share of what it would
+#: have earned on a rung.
+INSIDE_COST = 0.0
+#: The first rung must stand this many floors clear of the substrate.
+MIN_FIRST_RUNG = 1.5
+#: Search: oxide grid coarse steps (of the table's step), coarse hypotheses refined, EM steps.
+COARSE_STEPS = 3
+REFINE = 6
+EM_STEPS = 4
+#: A thin-film fit with the nominal oxide within this distance costs nothing; further away this many nats.
+NOMINAL_WINDOW_NM = 20.0
+OFF_NOMINAL_COST = 1.0
+#: The linear family: prior width of the bend relative to the first step, and its extra cost in nats.
+BEND_PRIOR = 0.25
+LINEAR_COST = 2.0
+
+
+@dataclass
+class Best:
+    """The winning hypothesis of a search: rungs (K, C), its cost, and what it says about the setup."""
+
+    rungs: np.ndarray
+    cost: float
+    family: str
+    oxide_nm: float | None = None
+    gamma: float | None = None
+    gain: np.ndarray | None = None
+    confidence: float = 0.0
+
+
+def rung_spread(rungs: np.ndarray, floor: float = FLOOR_SPREAD) -> np.ndarray:
+    """Expected flake-to-flake spread of each rung (..., K), from its contrast."""
+    return np.sqrt(floor**2 + (RELATIVE_SPREAD * np.linalg.norm(rungs, axis=-1)) ** 2)
+
+
+def tone(contrast: np.ndarray, gamma: float) -> np.ndarray:
+    """Contrast after a power-law tone curve: (1 + c)^(1/γ) − 1."""
+    return np.power(np.maximum(1.0 + contrast, 1e-3), 1.0 / gamma) - 1.0
+
+
+def saturated_weight(w: np.ndarray) -> np.ndarray:
+    """Weight counted towards a rung: linear at first, saturating at ``SATURATION``."""
+    return w / (1.0 + w / SATURATION)
+
+
+def score(x: np.ndarray, w: np.ndarray, rungs: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cost (H,) in nats of ladders ``rungs`` (H, K, C) for clusters ``x`` (J, C) of weights ``w`` (J,), and
+    the rung of each cluster (H, J; −1 where it is on none). Priors are the caller's."""
+    h, k = rungs.shape[:2]
+    sigma = rung_spread(rungs, floor)  # (H, K)
+    diff = x[None, :, None, :] - rungs[:, None, :, :]  # (H, J, K, C)
+    d2 = np.einsum("hjkc,hjkc->hjk", diff, diff) / sigma[:, None, :] ** 2
+    nearest = np.argmin(d2, axis=2)  # (H, J)
+    best_d2 = np.take_along_axis(d2, nearest[..., None], axis=2)[..., 0]
+    inlier = best_d2 < TRUNCATE**2
+    assign = np.where(inlier, nearest, -1)
+    scored = min(SCORED_RUNGS, k)
+    quality = np.where(inlier & (nearest < scored), w[None, :] * (1.0 - best_d2 / TRUNCATE**2), 0.0)
+    per_rung = np.zeros((h, scored))
+    np.add.at(per_rung, (np.repeat(np.arange(h), x.shape[0]), np.minimum(nearest, scored - 1).ravel()),
+              quality.ravel())
+    fit = -0.5 * TRUNCATE**2 * np.sum(saturated_weight(per_rung), axis=1)
+    # A rung is occupied when it holds a fair share of the ladder's support (a stray speck does not count).
+    occupied = per_rung >= np.maximum(MIN_OCCUPIED, OCCUPIED_SHARE * per_rung.max(axis=1, keepdims=True))
+    lowest = np.where(occupied.any(axis=1), np.argmax(occupied, axis=1), scored)
+    gaps = lowest * saturated_weight(per_rung.sum(axis=1)) * GAP_COST
+    if REQUIRE_FIRST_RUNG:
+        gaps = np.where(lowest == 0, gaps, np.inf)
+    # Clusters off the ladder but fainter than its highest occupied rung: a thin ladder should explain the
+    # faint plateaus; what lies beyond its top (thick flakes) is no evidence against it.
+    top = np.where(occupied.any(axis=1), scored - 1 - np.argmax(occupied[:, ::-1], axis=1), 0)
+    span = np.linalg.norm(rungs[np.arange(h), top], axis=1)  # (H,)
+    norms = np.linalg.norm(x, axis=1)
+    inside = (~inlier | (nearest >= scored)) & (norms[None, :] < span[:, None]) & (
+        norms[None, :] >= MIN_FIRST_RUNG * floor)
+    unexplained = INSIDE_COST * 0.5 * TRUNCATE**2 * np.sum(inside * saturated_weight(w)[None, :], axis=1)
+    lost = np.linalg.norm(rungs[:, 0, :], axis=1) < MIN_FIRST_RUNG * floor
+    return np.where(lost, np.inf, fit + gaps + unexplained), assign
+
+
+def anchors(x: np.ndarray, w: np.ndarray, floor: float, heavy: int = 8, faint: int = 4) -> list[int]:
+    """Clusters that may sit on a low rung: the heaviest, and the faintest of some weight."""
+    order = [int(j) for j in np.argsort(-w, kind="stable")[:heavy]]
+    norms = np.linalg.norm(x, axis=1)
+    dim = [int(j) for j in np.argsort(norms, kind="stable") if w[j] >= 0.3 and norms[j] >= MIN_FIRST_RUNG * floor]
+    return order + [j for j in dim[:faint] if j not in order]
+
+
+# -- the thin-film family ------------------------------------------------------------------------------
+def search_thin_film(
+    x: np.ndarray, w: np.ndarray, oxides: np.ndarray, table: np.ndarray, floor: float, nominal_oxide_nm: float,
+    anchor_list: list[int],
+) -> tuple[Best, np.ndarray, np.ndarray]:
+    """Best thin-film ladder; also every hypothesis's cost and its rung for the heaviest cluster."""
+    gammas = np.array(GAMMAS)
+    model = np.stack([tone(table, g) for g in gammas], axis=1)  # (D, G, K, C)
+    coarse = np.arange(0, len(oxides), COARSE_STEPS)
+    h = np.array([(di, gi, a, n) for a in anchor_list for n in range(min(3, table.shape[1]))
+                  for gi in range(len(gammas)) for di in coarse])
+    cost, gain, assign = _physics(h, x, w, model, oxides, floor, nominal_oxide_nm)
+    best_few = np.argsort(cost, kind="stable")[:REFINE]
+    fine = sorted({(di, int(h[b, 1]), int(h[b, 2]), int(h[b, 3])) for b in best_few
+                   for di in range(max(0, int(h[b, 0]) - COARSE_STEPS + 1),
+                                   min(len(oxides), int(h[b, 0]) + COARSE_STEPS))})
+    h2 = np.array(fine)
+    cost2, gain2, assign2 = _physics(h2, x, w, model, oxides, floor, nominal_oxide_nm)
+    h, cost = np.vstack([h, h2]), np.r_[cost, cost2]
+    gain, assign = np.vstack([gain, gain2]), np.vstack([assign, assign2])
+    b = int(np.argmin(cost))
+    rungs = gain[b][None, :] * model[h[b, 0], h[b, 1]]
+    best = Best(rungs, float(cost[b]), "thin-film", float(oxides[h[b, 0]]), float(gammas[h[b, 1]]), gain[b])
+    return best, cost, assign
+
+
+def _physics(
+    h: np.ndarray, x: np.ndarray, w: np.ndarray, model: np.ndarray, oxides: np.ndarray, floor: float,
+    nominal_oxide_nm: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    m = model[h[:, 0], h[:, 1]]  # (H, K, C)
+    gain = _initial_gain(x[h[:, 2]], m[np.arange(len(h)), h[:, 3]])
+    for _ in range(EM_STEPS):
+        _, assign = score(x, w, gain[:, None, :] * m, floor)
+        gain = _update_gain(x, w, m, gain, assign, floor)
+    cost, assign = score(x, w, gain[:, None, :] * m, floor)
+    log_gain = np.log(gain)
+    common = log_gain.mean(axis=1)
+    prior = 0.5 * (common / SIGMA_LOG_GAIN) ** 2 + 0.5 * np.sum(
+        ((log_gain - common[:, None]) / SIGMA_LOG_CHANNEL) ** 2, axis=1)
+    nominal = np.where(np.abs(oxides[h[:, 0]] - nominal_oxide_nm) <= NOMINAL_WINDOW_NM, 0.0, OFF_NOMINAL_COST)
+    return cost + prior + nominal, gain, assign
+
+
+def _bounded(log_gain: np.ndarray) -> np.ndarray:
+    """Gains within the plausible box: common factor and each channel's departure from it."""
+    mean = log_gain.mean(axis=1, keepdims=True)
+    common = np.clip(mean, -MAX_LOG_GAIN, MAX_LOG_GAIN)
+    return np.exp(common + np.clip(log_gain - mean, -MAX_LOG_CHANNEL, MAX_LOG_CHANNEL))
+
+
+def _initial_gain(anchor_x: np.ndarray, anchor_m: np.ndarray) -> np.ndarray:
+    """Per-channel gains that put the anchor rung on the anchor cluster, tamed where a channel says little."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = anchor_x / anchor_m
+    weight = anchor_m**2
+    valid = (ratio > 0) & np.isfinite(ratio)
+    log_ratio = np.where(valid, np.log(np.clip(ratio, 1e-3, 1e3)), 0.0)
+    common = np.sum(weight * valid * log_ratio, axis=1) / np.maximum(np.sum(weight * valid, axis=1), 1e-12)
+    # A channel where the model is near zero (or of the other sign) gets the common gain.
+    strong = valid & (np.abs(anchor_m) > 0.25 * np.abs(anchor_m).max(axis=1, keepdims=True))
+    return _bounded(np.where(strong, log_ratio, common[:, None]))
+
+
+def _update_gain(
+    x: np.ndarray, w: np.ndarray, m: np.ndarray, gain: np.ndarray, assign: np.ndarray, floor: float
+) -> np.ndarray:
+    """One weighted least-squares step on the per-channel gains, shrunk towards their common value."""
+    mj = m[np.arange(len(m))[:, None], np.maximum(assign, 0)]  # (H, J, C) model contrast of each cluster's rung
+    inl = ((assign >= 0) & (assign < SCORED_RUNGS)) * w[None, :]
+    wt = inl / rung_spread(gain[:, None, :] * mj, floor) ** 2
+    num = np.einsum("hj,hjc->hc", wt, x[None, :, :] * mj)
+    den = np.einsum("hj,hjc->hc", wt, mj * mj)
+    common = np.exp(np.log(gain).mean(axis=1, keepdims=True))
+    pull = 1.0 / (SIGMA_LOG_CHANNEL * common) ** 2  # the channel prior as a quadratic pull
+    new = (num + pull * common) / (den + pull)
+    return _bounded(np.log(np.where(new > 1e-3, new, gain)))
+
+
+# -- the linear family ---------------------------------------------------------------------------------
+def search_linear(
+    x: np.ndarray, w: np.ndarray, rungs: int, floor: float, anchor_list: list[int], first_rungs: np.ndarray
+) -> tuple[Best, np.ndarray, np.ndarray]:
+    """Best ladder n·a + n(n−1)/2·b; also every hypothesis's cost and cluster assignment.
+
+    ``first_rungs`` (M, C): the thin-film model's 1L contrasts over the oxides and tone curves; the first step
+    must be one of them up to gains within the bounds, and pays their prior (the model still says in which
+    colour direction a ladder starts)."""
+    h = np.array([(a, n) for a in anchor_list for n in range(3)])
+    n = np.arange(1, rungs + 1, dtype=float)
+    t = n * (n - 1) / 2
+    step = x[h[:, 0]] / (h[:, 1:2] + 1.0)  # (H, C) first step
+    bend = np.zeros_like(step)
+    for _ in range(EM_STEPS):
+        lad = n[None, :, None] * step[:, None, :] + t[None, :, None] * bend[:, None, :]
+        _, assign = score(x, w, lad, floor)
+        step, bend = _update_linear(x, w, assign, n, t, step, bend, floor)
+    lad = n[None, :, None] * step[:, None, :] + t[None, :, None] * bend[:, None, :]
+    cost, assign = score(x, w, lad, floor)
+    ratio = np.linalg.norm(bend, axis=1) / np.maximum(np.linalg.norm(step, axis=1), 1e-9)
+    cost = cost + 0.5 * (ratio / BEND_PRIOR) ** 2 + LINEAR_COST + direction_cost(step, first_rungs)
+    b = int(np.argmin(cost))
+    return Best(lad[b], float(cost[b]), "linear"), cost, assign
+
+
+def direction_cost(step: np.ndarray, first_rungs: np.ndarray) -> np.ndarray:
+    """For each first step (H, C): the gain prior of the cheapest model 1L contrast it is a scaled copy of,
+    inf where none is within the gain bounds (a sign flip, or a colour no oxide gives)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = step[:, None, :] / first_rungs[None, :, :]  # (H, M, C)
+    weak = np.abs(first_rungs) < 0.25 * np.abs(first_rungs).max(axis=1, keepdims=True)  # (M, C): says little
+    log_ratio = np.log(np.where((ratio > 0) & np.isfinite(ratio), ratio, np.nan))
+    strong = ~weak[None, :, :]
+    common = np.nanmean(np.where(strong, log_ratio, np.nan), axis=2)  # (H, M)
+    dev = np.where(strong, log_ratio - common[..., None], 0.0)
+    bad = np.any(strong & ~np.isfinite(log_ratio), axis=2) | ~np.isfinite(common)
+    bad |= np.abs(common) > MAX_LOG_GAIN
+    bad |= np.any(np.abs(np.nan_to_num(dev)) > MAX_LOG_CHANNEL, axis=2)
+    prior = 0.5 * (common / SIGMA_LOG_GAIN) ** 2 + 0.5 * np.sum((np.nan_to_num(dev) / SIGMA_LOG_CHANNEL) ** 2,
+                                                                 axis=2)
+    return np.min(np.where(bad, np.inf, prior), axis=1)
+
+
+def _update_linear(
+    x: np.ndarray, w: np.ndarray, assign: np.ndarray, n: np.ndarray, t: np.ndarray, step: np.ndarray,
+    bend: np.ndarray, floor: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least squares for (a, b) per channel, with the bend shrunk towards zero."""
+    ok = (assign >= 0) & (assign < SCORED_RUNGS)
+    idx = np.maximum(assign, 0)
+    nj, tj = n[idx], t[idx]  # (H, J)
+    sigma = rung_spread(nj[..., None] * step[:, None, :] + tj[..., None] * bend[:, None, :], floor)
+    wt = ok * w[None, :] / sigma**2
+    s_nn, s_nt, s_tt = (np.sum(wt * a * b, axis=1) for a, b in ((nj, nj), (nj, tj), (tj, tj)))
+    s_nx = np.einsum("hj,hj,jc->hc", wt, nj, x)
+    s_tx = np.einsum("hj,hj,jc->hc", wt, tj, x)
+    ridge = 1.0 / (BEND_PRIOR * np.maximum(np.linalg.norm(step, axis=1), floor)) ** 2  # (H,)
+    a11, a12, a22 = s_nn[:, None], s_nt[:, None], (s_tt + ridge)[:, None]
+    det = a11 * a22 - a12**2
+    good = (det > 1e-12) & (s_nn[:, None] > 0)
+    new_step = np.where(good, (a22 * s_nx - a12 * s_tx) / np.where(good, det, 1.0), step)
+    new_bend = np.where(good, (a11 * s_tx - a12 * s_nx) / np.where(good, det, 1.0), bend)
+    return new_step, new_bend
