@@ -91,8 +91,8 @@ def format_validation_error(
         return ConfigError(path, prefix + _field_path(loc[:-1]), f"expected {expected}, got {got}")
     if kind == "missing":
         return ConfigError(path, field, "required field is missing")
-    if kind in ("tuple_type", "too_long") and (expected := _expected_list(_annotation_at(model, loc))):
-        return ConfigError(path, field, f"expected {expected}, got {got}")
+    if kind in ("tuple_type", "too_long") and (listed := _expected_list(_annotation_at(model, loc))):
+        return ConfigError(path, field, f"expected {listed}, got {got}")
     if kind in ("too_short", "too_long"):
         bound = "at least" if kind == "too_short" else "at most"
         limit = err["ctx"]["min_length" if kind == "too_short" else "max_length"]

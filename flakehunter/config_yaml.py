@@ -50,12 +50,17 @@ class _ConfigLoader(yaml.SafeLoader):
         self._nodes += 1
         try:
             if self._depth > MAX_YAML_DEPTH:
-                raise _Refused(_where(self.peek_event().start_mark), f"nested deeper than {MAX_YAML_DEPTH} levels")
+                raise _Refused(self._next_event_at(), f"nested deeper than {MAX_YAML_DEPTH} levels")
             if self._nodes > MAX_YAML_VALUES:  # stop reading early: the parser takes ~1 s per 30,000 values
-                raise _Refused(_where(self.peek_event().start_mark), f"more than {MAX_YAML_VALUES} values")
+                raise _Refused(self._next_event_at(), f"more than {MAX_YAML_VALUES} values")
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def _next_event_at(self) -> str:
+        """Where the next parser event starts ("line L, column C")."""
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]  # types-PyYAML leaves it unannotated
+        return _where(event.start_mark)
 
     def construct_object(self, node: Any, deep: bool = False) -> Any:
         try:

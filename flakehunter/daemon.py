@@ -288,9 +288,9 @@ class Daemon:
                     if time.monotonic() >= next_status:
                         self._status_line(queue)
                         next_status = time.monotonic() + self.options.status_interval_s
-                    job = self._next_job(queue)
-                    if job is not None:
-                        self._run_job(queue, job)
+                    next_job = self._next_job(queue)
+                    if next_job is not None:
+                        self._run_job(queue, next_job)
                         continue
                     self._wake.wait(self.options.poll_s)
                     self._wake.clear()
@@ -308,12 +308,12 @@ class Daemon:
                             extra={"event": "job_rejected", "job": job.id, "error": job.data.get("error")})
         self._cancel_ids.update(queue.take_cancel_requests())
         for job_id in list(self._cancel_ids):
-            job = queue.get(job_id)
-            if job is None or job.status != QUEUED:
-                if job is None or job.status != RUNNING:
+            pending = queue.get(job_id)
+            if pending is None or pending.status != QUEUED:
+                if pending is None or pending.status != RUNNING:
                     self._cancel_ids.discard(job_id)
                 continue
-            queue.finish(job, CANCELLED, reason="cancelled with flakehunter queue cancel")
+            queue.finish(pending, CANCELLED, reason="cancelled with flakehunter queue cancel")
             self._cancel_ids.discard(job_id)
             log.info("daemon: cancelled %s before it started", job_id, extra={"event": "job_cancelled", "job": job_id})
         for job in queue.drop_vanished():

@@ -149,7 +149,8 @@ def _parabola_peak(zs: np.ndarray, values: np.ndarray, i: int) -> float:
     if denom >= 0:  # not a maximum
         return float(zs[i])
     step = float(zs[i + 1] - zs[i])
-    return float(zs[i]) + 0.5 * step * (y0 - y2) / denom
+    offset = float(0.5 * step * (y0 - y2) / denom)
+    return float(zs[i]) + offset
 
 
 def autofocus(
@@ -234,7 +235,7 @@ class FocusMap:
 
     def fit(self, points: list[tuple[float, float, float]]) -> FocusMap:
         """Fit the surface to ``points``, dropping implausible ones (worst first)."""
-        pts = [tuple(map(float, p)) for p in points]
+        pts = [(float(x), float(y), float(z)) for x, y, z in points]
         if len(pts) < 1:
             raise ValueError("a focus map needs at least one point")
         self.rejected = []
@@ -253,7 +254,8 @@ class FocusMap:
 
     def add(self, point: tuple[float, float, float]) -> None:
         """Add one measurement already found plausible, and refit (without re-screening the others)."""
-        self._solve([*self.points, tuple(map(float, point))])  # type: ignore[list-item]
+        x, y, z = point
+        self._solve([*self.points, (float(x), float(y), float(z))])
 
     def _solve(self, pts: list[tuple[float, float, float]]) -> None:
         arr = np.asarray(pts, float)
@@ -350,7 +352,7 @@ class MapFocus:
         self, config: FocusConfig, map_points: list[tuple[float, float]], *, refocus_every: int = 0,
     ) -> None:
         self.config = config
-        self.mode = config.mode
+        self.mode: str = config.mode  # str, as FocusStrategy declares it (not the config's Literal)
         self.settings = SearchSettings(
             metric=config.metric, range_um=config.range_um, coarse_step_um=config.coarse_step_um,
             fine_step_um=config.fine_step_um, backlash_um=config.backlash_um, min_contrast=config.min_contrast,

@@ -11,9 +11,9 @@ Grid plans come from useq-schema (overlap in %, snake order, polygon grids for r
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
@@ -42,7 +42,7 @@ class PixelTransform:
 
     def pixel_to_stage(
         self, row: np.ndarray | float, col: np.ndarray | float, centre_um: tuple[float, float],
-        shape: tuple[int, int],
+        shape: tuple[float, float],
     ) -> tuple[np.ndarray, np.ndarray]:
         """Stage (x_um, y_um) of pixel (row, col) in a tile of ``shape`` = (rows, cols) centred at ``centre_um``."""
         col_step, row_step = self._axes()
@@ -73,8 +73,9 @@ class PixelTransform:
         direction = math.cos(t) * col_step + math.sin(t) * row_step
         return math.degrees(math.atan2(direction[1], direction[0]))
 
-    def footprint(self, centre_um: tuple[float, float], shape: tuple[int, int]) -> Polygon:
-        """The tile's field of view on the stage, as a polygon in µm."""
+    def footprint(self, centre_um: tuple[float, float], shape: tuple[float, float]) -> Polygon:
+        """The tile's field of view on the stage, as a polygon in µm; ``shape`` (rows, cols) in pixels may be
+        fractional (a field shrunk by an edge margin)."""
         rows = np.array([-0.5, -0.5, shape[0] - 0.5, shape[0] - 0.5])
         cols = np.array([-0.5, shape[1] - 0.5, shape[1] - 0.5, -0.5])
         x, y = self.pixel_to_stage(rows, cols, centre_um, shape)
@@ -158,6 +159,7 @@ def plan_tiles(
         "overlap": (overlap_percent, overlap_percent),
         "mode": _ORDER_MODES[order],
     }
+    grid: useq.GridFromEdges | useq.GridFromPolygon
     if region.rectangle is not None:
         xmin, ymin, xmax, ymax = polygon.bounds
         grid = useq.GridFromEdges(top=ymax, bottom=ymin, left=xmin, right=xmax, **common)
@@ -166,6 +168,8 @@ def plan_tiles(
     plane = focus_plane(focus)
     tiles = []
     for index, pos in enumerate(grid):
+        # Grid plans set every coordinate and index (None would mean "stay on this axis").
+        assert pos.x is not None and pos.y is not None and pos.grid_row is not None and pos.grid_col is not None
         z = float(plane[0] + plane[1] * pos.x + plane[2] * pos.y)
         tiles.append(TilePlan(index, int(pos.grid_row), int(pos.grid_col), float(pos.x), float(pos.y), z))
     return tiles
@@ -197,8 +201,9 @@ class TileOwnership:
     ``fields`` maps an image key (tile index or file path) to its centre and footprint in stage µm.
     """
 
+    # Keys typed Any: mapping keys are invariant, so Mapping[object, ...] would refuse a dict keyed by str or int.
     def __init__(
-        self, fields: dict[object, tuple[tuple[float, float], Polygon]], margin_um: float = 10.0
+        self, fields: Mapping[Any, tuple[tuple[float, float], Polygon]], margin_um: float = 10.0
     ) -> None:
         from shapely import STRtree
 

@@ -32,7 +32,7 @@ import pluggy
 if TYPE_CHECKING:
     import typer
 
-    from flakehunter.acquisition.runner import TileRecord
+    from flakehunter.acquisition.engine import TileRecord
     from flakehunter.analysis.detector import DetectionContext, Detector
     from flakehunter.candidates import Candidate
     from flakehunter.devices import Camera, DeviceContext, Stage

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import struct
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import cv2
 import numpy as np
@@ -65,7 +65,43 @@ def read_png_jpeg(data: bytes, *, is_png: bool) -> np.ndarray:
             arr = arr[:, :, 0]
         else:
             raise ImageFormatError(f"unsupported channel count {arr.shape[2]}")
+    if not is_png:
+        arr = _upright(arr, _exif_orientation(data))
     return _finish(arr)
+
+
+def _exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag (1-8) of a JPEG: how the camera held the sensor; 1 when absent."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            value = im.getexif().get(0x0112, 1)
+    except Exception:  # no or broken EXIF: the pixels as stored
+        return 1
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _upright(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """The pixels as the photographer saw them (what every viewer shows), from EXIF orientation 1-8."""
+    swap = (1, 0, 2)[: arr.ndim]
+    if orientation == 2:
+        return arr[:, ::-1]
+    if orientation == 3:
+        return arr[::-1, ::-1]
+    if orientation == 4:
+        return arr[::-1, :]
+    if orientation == 5:
+        return arr.transpose(swap)
+    if orientation == 6:
+        return np.rot90(arr, k=-1)
+    if orientation == 7:
+        return arr.transpose(swap)[::-1, ::-1]
+    if orientation == 8:
+        return np.rot90(arr, k=1)
+    return arr
 
 
 def read_tiff(fh: IO[bytes]) -> tuple[np.ndarray, ImageMeta]:
@@ -216,7 +252,7 @@ def _tiff_truncation(fh: IO[bytes], size: int) -> str | None:
     """
     fh.seek(0)
     head = fh.read(16)
-    bo = "<" if head[:2] == b"II" else ">"
+    bo: Literal["<", ">"] = "<" if head[:2] == b"II" else ">"
     version = struct.unpack(bo + "H", head[2:4])[0]
     if version == 42:
         off_fmt, cnt_fmt, entry_size, inline, first = "I", "H", 12, 4, 4

@@ -10,6 +10,7 @@ depends on, so a resumed run computes exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
+import builtins
 import io
 import json
 import sqlite3
@@ -123,7 +124,7 @@ class Journal:
                 ).fetchall()
         return [Item(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
 
-    def keys(self, status: str) -> set[str]:
+    def keys(self, status: str) -> builtins.set[str]:  # builtins: the method `set` shadows the type here
         with self._guard():
             rows = self._db.execute("SELECT key FROM items WHERE status = ?", (status,)).fetchall()
         return {r[0] for r in rows}
@@ -199,7 +200,8 @@ def _json_default(value: Any) -> Any:
 
 def pack_state(state: dict[str, Any]) -> bytes:
     """Serialise a dict of numpy arrays and JSON values without pickle."""
-    arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+    # Any, not ndarray: mypy would also match **arrays against np.savez's allow_pickle flag.
+    arrays: dict[str, Any] = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
     scalars = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
     buffer = io.BytesIO()
     np.savez(buffer, __json__=np.frombuffer(json.dumps(scalars, default=_json_default).encode(), np.uint8), **arrays)

@@ -81,7 +81,8 @@ def interpolate_index(
     wavelength_nm = np.asarray(wavelength_nm, dtype=float)
     n = np.interp(wavelength_nm, table_wavelength_nm, table_index.real)
     k = np.interp(wavelength_nm, table_wavelength_nm, table_index.imag)
-    return n + 1j * k
+    index: np.ndarray = n + 1j * k
+    return index
 
 
 @functools.cache
@@ -148,7 +149,8 @@ def reflectance(
     b = m11 + m12 * n_sub
     c = m21 + m22 * n_sub
     r = (n0 * b - c) / (n0 * b + c)
-    return np.abs(r) ** 2
+    reflectance: np.ndarray = np.abs(r) ** 2
+    return reflectance
 
 
 def stack_reflectance(
@@ -169,7 +171,8 @@ def blackbody_spectrum(wavelength_nm: npt.ArrayLike, temperature_k: float) -> np
     """Planck spectral radiance at ``temperature_k``, normalised to a maximum of 1 on the grid."""
     lam_m = np.asarray(wavelength_nm, dtype=float) * 1e-9
     radiance = 1.0 / (lam_m**5 * np.expm1(_PLANCK_H * _LIGHT_C / (lam_m * _BOLTZMANN_K * temperature_k)))
-    return radiance / radiance.max()
+    normalised: np.ndarray = radiance / radiance.max()
+    return normalised
 
 
 # DEFAULT_CAMERA constants: fitted with scipy.optimize.least_squares (six free parameters, source fixed
@@ -215,7 +218,8 @@ class CameraResponse:
 
         A spectrum of shape (n,) gives shape (3,); leading axes are kept, (..., n) -> (..., 3).
         """
-        return np.asarray(reflectance_spectrum, dtype=float) @ self.weights.T
+        signal: np.ndarray = np.asarray(reflectance_spectrum, dtype=float) @ self.weights.T
+        return signal
 
     @classmethod
     def gaussian(
@@ -270,7 +274,8 @@ def rgb_contrast(films: Sequence[Film], oxide_nm: float, camera: CameraResponse 
     """
     wavelength_nm = camera.wavelengths_nm
     stack = camera.rgb(stack_reflectance(films, oxide_nm, wavelength_nm))
-    return stack / substrate_rgb(oxide_nm, camera) - 1.0
+    contrast: np.ndarray = stack / substrate_rgb(oxide_nm, camera) - 1.0
+    return contrast
 
 
 def substrate_rgb(oxide_nm: float, camera: CameraResponse = DEFAULT_CAMERA) -> np.ndarray:

@@ -186,7 +186,8 @@ def write_tile(
             # Through the module attribute so tests can inject a failure here.
             tifffile.imwrite(fh, image, photometric=photometric, metadata=metadata, ome=True)
     except OSError as exc:
-        raise RuntimeFailure(f"{path}: could not write tile ({one_line(exc)})") from exc
+        reason = "the disk is full" if _disk_full(exc, path.parent, image.nbytes) else one_line(exc)
+        raise RuntimeFailure(f"{path}: could not write tile ({reason})") from exc
     return path
 
 
@@ -254,3 +255,13 @@ def read_geometry(path: str | Path) -> tuple[tuple[int, int], ImageMeta] | None:
         return None
 
 
+def _disk_full(exc: OSError, folder: Path, needed: int) -> bool:
+    """Whether a failed write ran out of space (numpy's short writes carry no errno, so ask the disk)."""
+    import errno
+
+    if exc.errno == errno.ENOSPC:
+        return True
+    try:
+        return os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize < needed
+    except OSError:
+        return False

@@ -222,7 +222,7 @@ def _area_fraction(region: RegionConfig, box_um2: float) -> float:
         return 1.0
     if region.wafer is not None:
         return math.pi / 4
-    return min(1.0, region_polygon(region).area / box_um2)
+    return min(1.0, float(region_polygon(region).area) / box_um2)
 
 
 def _check_tile_budget(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,7 +248,7 @@ def _yolo_file(
     if image is None:
         raise InputError(f"{txt}: image size unknown; expected its image in ../images/ or among the analysed images")
     height, width = image_size(image)
-    flakes = []
+    flakes: list[TruthFlake] = []
     for n, parts in rows:
         try:
             values = [float(v) for v in parts[1:]]
@@ -420,6 +420,7 @@ def _instance_map(path: Path, mask: Path) -> dict[int, Any]:
     """Instance id -> layers (an int, a class name, or None) for ``mask`` from its map file."""
     folder_wide = path.name in INSTANCE_MAPS
     keys = {instance_key(mask), image_key(str(mask))}
+    items: Iterable[tuple[Any, Any]]
     if path.suffix == ".json":
         data = _read_json(path)
         if folder_wide and isinstance(data, dict):

@@ -405,7 +405,7 @@ def per_image(
     """Per image: annotated (target) flakes, found, missed, found as each reported class, strays (candidates
     of ``stray_layers`` on no annotation), duplicates (extra candidates on one outlined flake; several in one
     box are not), candidates, and the layer check over found flakes whose annotation gives a layer count."""
-    rows = {key: {
+    rows: dict[str, dict[str, Any]] = {key: {
         "image": key, "annotated": 0, "found": 0, "missed": 0, "found_as": {}, "strays": 0, "duplicates": 0,
         "candidates": 0, "layer_checked": 0, "layer_correct": 0,
     } for key in images}

@@ -29,7 +29,8 @@ def finite(value: Any) -> Any:
 
 def headline(summary: dict[str, Any]) -> dict[str, Any]:
     """The summary without its per-item lists, JSON-ready."""
-    return finite({k: v for k, v in summary.items() if k not in DETAIL_KEYS})
+    row: dict[str, Any] = finite({k: v for k, v in summary.items() if k not in DETAIL_KEYS})
+    return row
 
 
 def write_report(out: Path, summary: dict[str, Any], matching: Matching, settings: dict[str, Any]) -> list[Path]:
@@ -116,7 +117,8 @@ def _plots(out: Path, summary: dict[str, Any]) -> list[Path]:
     if errors:
         fig, ax = plt.subplots(figsize=(6, 4))
         period = summary["symmetry_deg"]
-        ax.hist(errors, bins=np.linspace(-period / 2, period / 2, 61), color="tab:purple")
+        # A list: matplotlib's stubs take a Sequence[float] for bins, not an array.
+        ax.hist(errors, bins=np.linspace(-period / 2, period / 2, 61).tolist(), color="tab:purple")
         ax.set_xlabel(f"orientation error (deg, modulo {period:g})")
         ax.set_ylabel("flakes")
         ax.set_title(f"Crystal axis: RMS {summary['orientation_rms_deg']:.2f}° over {len(errors)} flakes")

@@ -233,12 +233,23 @@ class AnalysisStep:
         held, self._held = self._held, []
         samples = []
         for loaded in held:
-            image = self._pixels(loaded)
+            try:
+                image = self._pixels(loaded)
+            except InputError:
+                continue  # gone or changed since; its own analysis reports it
             samples.append((self._window_for_calibration(image), _fresh(loaded.meta)))
+        samples = _same_kind(samples)
         if samples and self.pipeline.needs_calibration():
-            reports = self.pipeline.calibrate(samples)
-            self._durable(lambda: self.journal.put_state("pipeline", self.pipeline.state()))
-            log.info("calibrated on %d image(s): %s", len(samples), reports)
+            try:
+                reports = self.pipeline.calibrate(samples)
+            except (MemoryError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # a detector that cannot calibrate on these images calibrates as it goes
+                log.warning("calibration on %d image(s) failed (%s: %s); the detectors calibrate as images come",
+                            len(samples), type(exc).__name__, exc)
+            else:
+                self._durable(lambda: self.journal.put_state("pipeline", self.pipeline.state()))
+                log.info("calibrated on %d image(s): %s", len(samples), reports)
         del samples
         self._calibrating = False
         results: list[AnalysisResult] = []
@@ -310,13 +321,13 @@ class AnalysisStep:
         """The pipeline over a batch (large images in windows): detections, metadata and seconds per image."""
         images: list[np.ndarray] = []
         metas: list[ImageMeta] = []
-        owners: list[tuple[int, tuple[int, int, int, int], tuple[int, int]]] = []
+        owners: list[tuple[int, Window, tuple[int, int]]] = []
         t0 = time.perf_counter()
         for n, loaded in enumerate(batch):
             assert loaded.image is not None
             shape = (int(loaded.image.shape[0]), int(loaded.image.shape[1]))
             for window in _windows(shape, self.window_px, self.window_overlap_px):
-                r0, c0, r1, c1 = window
+                r0, c0, r1, c1 = window[0]
                 images.append(loaded.image[r0:r1, c0:c1] if (r1 - r0, c1 - c0) != shape else loaded.image)
                 metas.append(_fresh(loaded.meta))
                 owners.append((n, window, shape))
@@ -332,7 +343,7 @@ class AnalysisStep:
             detections, item_meta, _ = out[n]
             item_meta.warnings.extend(w for w in meta.warnings if w not in item_meta.warnings)
             item_meta.flags.update(meta.flags)
-            detections += _from_window(dets, window, shape, self.window_overlap_px)
+            detections += _from_window(dets, window, shape)
         return out  # type: ignore[return-value]
 
     def _finish(self, loaded: _Loaded, detections: list[Detection], meta: ImageMeta, seconds: float) -> AnalysisResult:
@@ -422,6 +433,21 @@ def _fresh(meta: ImageMeta) -> ImageMeta:
     return dataclasses.replace(meta, warnings=[], flags=set())
 
 
+def _same_kind(samples: list[tuple[np.ndarray, ImageMeta]]) -> list[tuple[np.ndarray, ImageMeta]]:
+    """The samples of the most common kind (channels and shape), first come first: a grayscale image among
+    colour ones, or a stray image of another camera, must not decide the calibration."""
+    def kind(image: np.ndarray) -> tuple[int, ...]:
+        return (image.shape[2] if image.ndim == 3 else 1, *image.shape[:2])
+
+    counts: dict[tuple[int, ...], int] = {}
+    for image, _ in samples:
+        counts[kind(image)] = counts.get(kind(image), 0) + 1
+    if len(counts) <= 1:
+        return samples
+    best = max(counts, key=lambda k: (counts[k], -next(i for i, (im, _) in enumerate(samples) if kind(im) == k)))
+    return [(image, meta) for image, meta in samples if kind(image) == best]
+
+
 def _copy_state(state: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.copy() if isinstance(v, np.ndarray) else copy.deepcopy(v)) for k, v in state.items()}
 
@@ -441,38 +467,41 @@ def _finite(image: np.ndarray, where: object) -> tuple[np.ndarray, list[str]]:
     return image, [f"{count} NaN/inf pixel value(s) replaced by the image's median"]
 
 
-def _windows(shape: tuple[int, int], size: int, overlap: int) -> list[tuple[int, int, int, int]]:
-    """(row0, col0, row1, col1) windows of at most ``size`` px overlapping by ``overlap`` px covering ``shape``."""
-    def starts(n: int) -> list[int]:
+Window = tuple[tuple[int, int, int, int], tuple[float, float, float, float]]
+
+
+def _windows(shape: tuple[int, int], size: int, overlap: int) -> list[Window]:
+    """Windows of at most ``size`` px overlapping by at least ``overlap`` px that cover ``shape``: each is
+    ((row0, col0, row1, col1), its core (row0, col0, row1, col1)). The cores, split halfway through each
+    overlap, partition the image, so a detection belongs to exactly one window."""
+    def spans(n: int) -> list[tuple[int, int, float, float]]:
         if n <= size:
-            return [0]
+            return [(0, n, 0.0, float(n))]
         step = size - overlap
         count = -(-(n - overlap) // step)
-        return [min(i * step, n - size) for i in range(count)]
+        starts = [min(i * step, n - size) for i in range(count)]
+        ends = [s + size for s in starts]
+        cuts = [0.0, *((starts[i + 1] + ends[i]) / 2 for i in range(count - 1)), float(n)]
+        return [(starts[i], ends[i], cuts[i], cuts[i + 1]) for i in range(count)]
 
-    rows, cols = shape
-    return [(r, c, min(r + size, rows), min(c + size, cols)) for r in starts(rows) for c in starts(cols)]
+    return [((r0, c0, r1, c1), (cr0, cc0, cr1, cc1))
+            for r0, r1, cr0, cr1 in spans(shape[0]) for c0, c1, cc0, cc1 in spans(shape[1])]
 
 
-def _from_window(
-    detections: list[Detection], window: tuple[int, int, int, int], shape: tuple[int, int], overlap: int
-) -> list[Detection]:
-    """Detections of a window in the whole image's pixels, keeping those whose centre lies in the
-    window's own share of the overlaps (each flake reported by one window)."""
-    r0, c0, r1, c1 = window
+def _from_window(detections: list[Detection], window: Window, shape: tuple[int, int]) -> list[Detection]:
+    """Detections of a window in the whole image's pixels, keeping those whose centre lies in the window's core
+    (each flake reported by one window)."""
+    (r0, c0, r1, c1), (lo_r, lo_c, hi_r, hi_c) = window
     if (r0, c0, r1, c1) == (0, 0, shape[0], shape[1]):
         return detections
-    half = overlap / 2
-    lo_r, hi_r = (r0 + half if r0 > 0 else 0), (r1 - half if r1 < shape[0] else shape[0])
-    lo_c, hi_c = (c0 + half if c0 > 0 else 0), (c1 - half if c1 < shape[1] else shape[1])
     out = []
     for d in detections:
         row, col = d.row + r0, d.col + c0
         if not (lo_r <= row < hi_r and lo_c <= col < hi_c):
             continue
         b = d.bbox
-        touches = bool(d.touches_border and ((b[0] == 0 and r0 == 0) or (b[1] == 0 and c0 == 0)
-                                             or (b[2] + r0 >= shape[0]) or (b[3] + c0 >= shape[1])))
-        out.append(dataclasses.replace(d, row=row, col=col, bbox=(b[0] + r0, b[1] + c0, b[2] + r0, b[3] + c0),
-                                       touches_border=touches))
+        bbox = (b[0] + r0, b[1] + c0, b[2] + r0, b[3] + c0)
+        at_edge = bbox[0] == 0 or bbox[1] == 0 or bbox[2] >= shape[0] or bbox[3] >= shape[1]
+        touches = bool(d.touches_border and at_edge)
+        out.append(dataclasses.replace(d, row=row, col=col, bbox=bbox, touches_border=touches))
     return out

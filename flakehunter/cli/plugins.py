@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -24,7 +24,7 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.
     for kind, contributions in registry.contributions.items():
         for name, c in sorted(contributions.items()):
             registered.setdefault(c.plugin, []).append(f"{kind} {name}")
-    rows = [
+    rows: list[dict[str, Any]] = [  # JSON rows
         {
             "name": p.name,
             "package": p.package,

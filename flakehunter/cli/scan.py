@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from flakehunter.cli._common import reports_errors, stop_on_signals
 from flakehunter.errors import InputError
+
+if TYPE_CHECKING:  # the scan machinery is imported inside the command, when it runs
+    from flakehunter.acquisition.plan import ScanPlan
+    from flakehunter.scan import Scan
 
 
 def register(app: typer.Typer) -> None:
@@ -61,7 +65,7 @@ def scan(
         raise typer.Exit(1)
 
 
-def _run_with_progress(runner: Any, show: bool) -> dict[str, Any]:
+def _run_with_progress(runner: Scan, show: bool) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -92,7 +96,7 @@ def _run_with_progress(runner: Any, show: bool) -> dict[str, Any]:
             return runner.run()
 
 
-def _print_plan(plan: Any, run_dir: Path, as_json: bool) -> None:
+def _print_plan(plan: ScanPlan, run_dir: Path, as_json: bool) -> None:
     info = plan.describe()
     if as_json:
         info["run_dir"] = str(run_dir)
@@ -121,7 +125,7 @@ def _duration(seconds: float) -> str:
     return f"{hours}h {m:02d}m {s:02d}s" if hours else f"{m}m {s:02d}s" if m else f"{seconds:.1f} s"
 
 
-def _print_summary(runner: Any, summary: dict[str, Any]) -> None:
+def _print_summary(runner: Scan, summary: dict[str, Any]) -> None:
     from collections import Counter
 
     from flakehunter.candidates import read_candidates

@@ -19,7 +19,8 @@ class ClassifierHead(nn.Module):
         self.linear = nn.Linear(in_features, num_classes)
 
     def forward(self, features: Tensor) -> Tensor:
-        return self.linear(self.dropout(features))
+        logits: Tensor = self.linear(self.dropout(features))
+        return logits
 
 
 class AngleHead(nn.Module):
@@ -39,7 +40,8 @@ class AngleHead(nn.Module):
         self.linear = nn.Linear(in_features, 2)
 
     def forward(self, features: Tensor) -> Tensor:
-        return self.linear(self.dropout(features))
+        point: Tensor = self.linear(self.dropout(features))
+        return point
 
     def to_degrees(self, output: Tensor) -> Tensor:
         """(N, 2) head output -> (N,) angles in degrees, in [0, period)."""
@@ -61,7 +63,8 @@ class Network(nn.Module):
         self.head = head
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.backbone(x))
+        output: Tensor = self.head(self.backbone(x))
+        return output
 
     def freeze_backbone(self, frozen: bool = True) -> None:
         """Stop (or restart) gradient updates of the backbone; its BatchNorm statistics stay fixed too."""

@@ -35,4 +35,5 @@ class SmallCNN(nn.Module):
         self.out_features = 8 * width
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.pool(self.features(x)).flatten(1)
+        pooled: Tensor = self.pool(self.features(x))
+        return pooled.flatten(1)

@@ -20,13 +20,15 @@ from numpy.typing import ArrayLike
 
 def wrap_deg(theta_deg: ArrayLike, period_deg: float) -> np.ndarray:
     """Reduce angles into [0, period)."""
-    return np.mod(np.asarray(theta_deg, dtype=float), period_deg)
+    wrapped: np.ndarray = np.mod(np.asarray(theta_deg, dtype=float), period_deg)
+    return wrapped
 
 
 def angle_error_deg(predicted_deg: ArrayLike, true_deg: ArrayLike, period_deg: float) -> np.ndarray:
     """Signed wrapped difference predicted − true in [-period/2, period/2)."""
     diff = np.asarray(predicted_deg, dtype=float) - np.asarray(true_deg, dtype=float)
-    return np.mod(diff + period_deg / 2.0, period_deg) - period_deg / 2.0
+    error: np.ndarray = np.mod(diff + period_deg / 2.0, period_deg) - period_deg / 2.0
+    return error
 
 
 def random_guess_rms_deg(period_deg: float) -> float:

@@ -95,7 +95,7 @@ def _check_size(h: int, w: int, size: int) -> None:
 
 def photometric(image: np.ndarray, spec: AugmentSpec, rng: np.random.Generator) -> np.ndarray:
     """Exposure and white-balance gains, optional blur, noise; clipped to [0, 1]. Returns a new array."""
-    out = image.astype(np.float32, copy=True)
+    out: np.ndarray = image.astype(np.float32, copy=True)  # wider than float32: cv2 is typed as returning MatLike
     gain = rng.uniform(1 - spec.exposure, 1 + spec.exposure) if spec.exposure else 1.0
     channel = rng.uniform(1 - spec.white_balance, 1 + spec.white_balance, size=3) if spec.white_balance else 1.0
     out *= (gain * np.asarray(channel)).astype(np.float32)

@@ -322,7 +322,7 @@ def _open_simulator(path: Path, task: str, classes: Sequence[str] | None, period
     if not isinstance(meta, dict) or meta.get("format") != DATASET_FORMAT:
         raise InputError(f"{meta_path}: format: expected {DATASET_FORMAT!r}")
     sim_task = meta.get("task")
-    if _SIM_TASKS.get(sim_task) != task:
+    if not isinstance(sim_task, str) or _SIM_TASKS.get(sim_task) != task:
         raise InputError(f"{meta_path}: task: this is a {sim_task!r} dataset; it does not fit --task {task}")
     if task == "angle":
         own = float(meta["period_deg"])

@@ -25,8 +25,9 @@ def last_conv_layer(model: Network) -> nn.Module:
     backbone = model.backbone
     if isinstance(backbone, SmallCNN):
         return backbone.features[-1]
-    if hasattr(backbone, "layer4"):  # torchvision ResNets
-        return backbone.layer4
+    layer4 = getattr(backbone, "layer4", None)  # torchvision ResNets
+    if isinstance(layer4, nn.Module):
+        return layer4
     raise InputError(f"Grad-CAM: no known last convolutional layer in a {type(backbone).__name__} backbone")
 
 
@@ -43,7 +44,8 @@ def grad_cam(model: Network, images: Tensor, classes: Tensor) -> np.ndarray:
     maps = LayerAttribution.interpolate(maps, tuple(images.shape[-2:]), interpolate_mode="bilinear")
     maps = maps.detach().squeeze(1).cpu().numpy()
     peak = maps.reshape(len(maps), -1).max(axis=1)
-    return maps / np.where(peak > 0, peak, 1.0)[:, None, None]
+    heat: np.ndarray = maps / np.where(peak > 0, peak, 1.0)[:, None, None]
+    return heat
 
 
 def explain(model: Network, dataset: Any, names: list[str], truth: np.ndarray, predicted: np.ndarray,
@@ -54,7 +56,7 @@ def explain(model: Network, dataset: Any, names: list[str], truth: np.ndarray, p
     right = np.flatnonzero(truth == predicted)
     order = list(wrong[np.argsort(confidence[wrong])]) + list(right[np.argsort(confidence[right])])
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows: list[dict[str, Any]] = []
     mean, std = np.asarray(dataset.mean), np.asarray(dataset.std)
     for i in order[:count]:
         x, _ = dataset[int(i)]

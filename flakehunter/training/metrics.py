@@ -6,18 +6,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from flakehunter.training.angles import angle_error_deg, random_guess_rms_deg
 
 
-def confusion_matrix(true: Sequence[int], predicted: Sequence[int], num_classes: int) -> np.ndarray:
+def confusion_matrix(true: ArrayLike, predicted: ArrayLike, num_classes: int) -> np.ndarray:
     """(classes, classes) counts; row = true class, column = predicted class."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (np.asarray(true, int), np.asarray(predicted, int)), 1)
     return matrix
 
 
-def classification_metrics(true: Sequence[int], predicted: Sequence[int], classes: Sequence[str]) -> dict[str, Any]:
+def classification_metrics(true: ArrayLike, predicted: ArrayLike, classes: Sequence[str]) -> dict[str, Any]:
     """Accuracy, macro F1 and per-class precision, recall, F1 and support.
 
     A precision or recall whose denominator is zero (a class never predicted, or absent from the data)
@@ -47,7 +48,7 @@ def classification_metrics(true: Sequence[int], predicted: Sequence[int], classe
     }
 
 
-def angle_metrics(true_deg: Sequence[float], predicted_deg: Sequence[float], period_deg: float) -> dict[str, Any]:
+def angle_metrics(true_deg: ArrayLike, predicted_deg: ArrayLike, period_deg: float) -> dict[str, Any]:
     """RMS, mean, median and max of the wrapped error, its bias, and the random-guess RMS to compare with."""
     err = angle_error_deg(predicted_deg, true_deg, period_deg)
     absolute = np.abs(err)
@@ -66,7 +67,7 @@ def angle_metrics(true_deg: Sequence[float], predicted_deg: Sequence[float], per
 
 
 def error_histogram(
-    errors_deg: Sequence[float], period_deg: float, bin_deg: float = 1.0
+    errors_deg: ArrayLike, period_deg: float, bin_deg: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Counts of wrapped errors in bins of ``bin_deg`` over [-period/2, period/2]; returns (edges, counts)."""
     half = period_deg / 2.0

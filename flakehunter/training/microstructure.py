@@ -43,7 +43,8 @@ def voronoi_labels(size_px: int, diameter_px: float, rng: np.random.Generator, l
         centroids[inside, 1] = np.bincount(labels, points[:, 1], n)[inside] / counts[inside]
         seeds = centroids
         _, labels = cKDTree(seeds).query(points)
-    return labels.reshape(size_px, size_px)
+    grains: np.ndarray = labels.reshape(size_px, size_px)
+    return grains
 
 
 def microstructure_image(kind: str, size_px: int, rng: np.random.Generator) -> np.ndarray:
@@ -70,7 +71,8 @@ def microstructure_image(kind: str, size_px: int, rng: np.random.Generator) -> n
     illumination = 1 + rng.uniform(0, 0.12) * (math.cos(angle) * ramp[None, :] + math.sin(angle) * ramp[:, None])
     image = image * illumination * rng.uniform(0.85, 1.15)
     image += rng.normal(0, rng.uniform(0.01, 0.04), image.shape).astype(np.float32)
-    return np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
+    grey: np.ndarray = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
+    return grey
 
 
 def write_microstructure_dataset(out: Path, count_per_class: int, size_px: int = 128, seed: int = 0) -> dict[str, Any]:

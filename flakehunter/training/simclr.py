@@ -89,7 +89,8 @@ class ProjectionHead(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        projection: Tensor = self.net(x)
+        return projection
 
 
 class SimCLRModel(nn.Module):
@@ -99,7 +100,8 @@ class SimCLRModel(nn.Module):
         self.projector = ProjectionHead(features, hidden, projection_dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.projector(self.backbone(x))
+        projection: Tensor = self.projector(self.backbone(x))
+        return projection
 
 
 def random_resized_crop(image: np.ndarray, out_px: int, min_scale: float, rng: np.random.Generator) -> np.ndarray:
@@ -115,7 +117,7 @@ def random_resized_crop(image: np.ndarray, out_px: int, min_scale: float, rng: n
     return cv2.resize(window, (out_px, out_px), interpolation=cv2.INTER_LINEAR)
 
 
-class TwoViews(Dataset):
+class TwoViews(Dataset[tuple[Tensor, Tensor]]):
     """Unlabelled images -> two independently augmented views, keyed by (seed, epoch, draw)."""
 
     def __init__(self, samples: list[Sample], loader: ImageLoader, recipe: PretrainRecipe, view_px: int,

@@ -43,7 +43,7 @@ class ImageLoader:
         return image
 
 
-class ImageDataset(Dataset):
+class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """A torch Dataset over samples; items are ``(image tensor, target)`` for a draw key.
 
     ``key % len(samples)`` is the sample; the augmentation generator is seeded by (seed, epoch, key),

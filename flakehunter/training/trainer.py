@@ -113,7 +113,7 @@ def load_training_data(recipe: TrainRecipe) -> tuple[LabelledData, LabelledData 
 
 
 def predict(
-    model: Network, loader: DataLoader, device: str, use_amp: bool = False
+    model: Network, loader: DataLoader[tuple[torch.Tensor, torch.Tensor]], device: str, use_amp: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw outputs and targets over a loader, in order, on the CPU."""
     model.eval()

@@ -476,7 +476,7 @@ class Watcher:
     def _analyse(self, pf: PendingFile, st: FileStat, sha: str) -> None:
         # Size, mtime and hash go in first; the step's 'done' merges into this row.
         self.journal.set(pf.key, PENDING, size=st.size, mtime_ns=st.mtime_ns, sha256=sha, attempts=pf.attempts,
-                         error=None)
+                         error=None, reason=None, quarantined_at=None)  # a quarantined file examined again
         self.schedule.drop(pf.key)
         self._accepted[pf.key] = (pf, st, sha)
         self._last_accept = time.monotonic()

@@ -13,14 +13,20 @@ Use them to test a driver (or a whole scan) without hardware::
 Each emulator records every command line (`commands`) and every move target (`moves`) it received.
 """
 
+from __future__ import annotations
+
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from flakehunter.testing.emulators.asi import ASIMS2000Emulator
 from flakehunter.testing.emulators.base import FAULT_KINDS, Axis, ControllerEmulator, Fault
 from flakehunter.testing.emulators.ludl import LudlMAC5000Emulator
 from flakehunter.testing.emulators.prior import PriorProScanEmulator
 from flakehunter.testing.emulators.tango import TangoEmulator
+
+if TYPE_CHECKING:
+    from flakehunter.serial_stage import SerialStage
 
 #: Emulator class by stage plugin name.
 EMULATORS: dict[str, type[ControllerEmulator]] = {
@@ -46,7 +52,9 @@ FAST_STAGE_OPTIONS: dict[str, object] = {
 
 
 @contextmanager
-def emulated_stage(name: str, *, emulator_options: dict | None = None, **options: object) -> Iterator[tuple]:
+def emulated_stage(
+    name: str, *, emulator_options: dict[str, Any] | None = None, **options: object
+) -> Iterator[tuple[ControllerEmulator, SerialStage]]:
     """Start the ``name`` controller's emulator and yield ``(emulator, connected stage driver)``.
 
     ``options`` override `FAST_STAGE_OPTIONS`; the driver is the built-in plugin of the same name.

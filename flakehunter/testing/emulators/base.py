@@ -355,14 +355,14 @@ class ControllerEmulator:
             self._listener = None
         self._reconnect_at = None if reconnect_after_s is None else time.monotonic() + reconnect_after_s
 
-    def _read_fds(self) -> list[object]:
+    def _read_fds(self) -> list[int | socket.socket]:
         if self.transport == "pty":
             return [self._master] if self._master is not None else []
         if self._client is not None:
             return [self._client]
         return [self._listener] if self._listener is not None else []
 
-    def _receive(self, ready: object) -> bytes:
+    def _receive(self, ready: int | socket.socket) -> bytes:
         if self.transport == "pty":
             assert self._master is not None
             try:

@@ -72,7 +72,7 @@ class PriorProScanEmulator(ControllerEmulator):
             status = sum(bit for bit, a in ((1, "x"), (2, "y"), (4, "z")) if self.axes[a].busy(now))
             self.reply(str(status))
         elif head == "G" and len(parts) in (3, 4):
-            targets = dict(zip(("x", "y", "z"), (int(p) for p in parts[1:]), strict=False))
+            targets: dict[str, float] = dict(zip(("x", "y", "z"), (int(p) for p in parts[1:]), strict=False))
             self._move(targets, now)
         elif head in ("U", "D") and len(parts) == 2:
             delta = int(parts[1]) * (1 if head == "U" else -1)
