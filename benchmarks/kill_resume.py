@@ -77,7 +77,10 @@ def main() -> None:
             kills += killed[0]
             while True:
                 before = tile_times(run_dir)
-                resume = flakehunter("scan", "--resume", str(run_dir))
+                # Killed before it wrote its manifest (still starting up): the same command again, else resume.
+                started = (run_dir / "manifest.json").exists()
+                resume = flakehunter(*(("scan", "--resume", str(run_dir)) if started else
+                                       ("scan", str(config), "--out", str(run_dir))))
                 if kills < args.kills and rng.random() < 0.5:
                     time.sleep(rng.uniform(0.5, duration / 2))
                     if resume.poll() is None:

@@ -26,7 +26,8 @@ from flakehunter.analysis.pipeline import PipelineSpec, build_pipeline
 from flakehunter.analysis.step import AnalysisInput, AnalysisResult, AnalysisStep
 from flakehunter.atomic import write_text_atomic
 from flakehunter.candidates import Candidate
-from flakehunter.config import ScanConfig, parse_config, parse_yaml, read_config_text
+from flakehunter.config import ScanConfig, parse_config
+from flakehunter.config_yaml import parse_yaml, read_config_text
 from flakehunter.devices import Camera, Stage
 from flakehunter.errors import InputError
 from flakehunter.geometry import PixelTransform, TileOwnership, TilePlan
@@ -130,7 +131,8 @@ class Scan:
         import json
 
         if not self.out.manifest.exists() or not self.out.config_copy.exists():
-            raise InputError(f"{self.run_dir}: not a scan run directory (no manifest.json and config.yaml)")
+            raise InputError(f"{self.run_dir}: no scan to resume here (no manifest.json and config.yaml; a scan "
+                             "stopped before its first tile is simply run again)")
         try:
             manifest = json.loads(self.out.manifest.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -174,6 +176,8 @@ class Scan:
     def _run_owned(self) -> dict[str, Any]:
         if not self.resume and self.out.holds_run():
             raise InputError(f"{self.run_dir}: already holds a run; use --resume {self.run_dir} or another --out")
+        if not self.resume:
+            self.out.discard_unstarted()  # a scan killed before its first tile left only a plan behind
         plan = self.prepare()
         # The detectors are built before anything is written, so a bad detector option leaves no run behind.
         spec = PipelineSpec.from_scan(self.config, self.config_path, self.device)
@@ -204,7 +208,7 @@ class Scan:
     ) -> dict[str, Any]:
         import time
 
-        ownership = TileOwnership.for_plan(plan.tiles, plan.transform, tuple(plan.camera.shape), key_of=tile_key)
+        ownership = TileOwnership.for_plan(plan.tiles, plan.transform, plan.camera.shape, key_of=tile_key)
 
         def found(candidate: Candidate) -> None:
             broadcast(self.pm, "candidate_found", scan=ctx, candidate=candidate)

@@ -313,3 +313,22 @@ def test_jpeg_exif_orientation_gives_the_image_as_viewers_show_it(tmp_path: Path
     expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue()))))
     assert image.shape == expected.shape == ((30, 50, 3) if orientation <= 4 else (50, 30, 3))
     assert np.array_equal(image, expected)
+
+
+def test_a_scan_killed_before_its_first_tile_is_simply_run_again(tmp_path: Path) -> None:
+    """Killed while starting (a plan in the journal, no manifest yet): --resume says so, the same command
+    runs, and the leftovers of the dead start are not mixed in."""
+    config = write(tmp_path, {"camera": {"options": {"shape": [200, 300]}},
+                              "region": {"rectangle": {"corner1_um": [0, 0], "corner2_um": [600, 400]}}})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with Journal(run_dir / "journal.sqlite") as journal:
+        journal.set("tiles/tile_99999_r999_c999.ome.tif", "planned", index=99999)  # another config's plan
+    (run_dir / "candidates.jsonl").write_text('{"id": 1, "x_um": 0')
+    resume = cli("scan", "--resume", str(run_dir))
+    assert resume.returncode == 2 and "run again" in resume.stderr, resume.stderr
+    again = cli("scan", str(config), "--out", str(run_dir))
+    assert again.returncode == 0, again.stderr
+    status = json.loads(cli("status", str(run_dir), "--json").stdout)
+    assert status["pending"] == 0 and status["processed"] == json.loads(
+        (run_dir / "manifest.json").read_text())["summary"]["items_total"]

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum, auto
 from typing import Protocol
 
 from flakehunter.acquisition.engine import TileRecord
@@ -67,8 +68,14 @@ class RunnerCounts:
     soft_after_retake: list[str] = field(default_factory=list)
 
 
-_FLUSH = object()
-_END = object()
+class _Signal(Enum):
+    """What the acquisition thread tells the analysis worker besides tiles."""
+
+    FLUSH = auto()  # analyse whatever is held (calibration, a partial batch), then say so
+    END = auto()  # stop
+
+
+_Work = tuple[TileRecord, bool] | _Signal
 
 
 class ScanRunner:
@@ -107,7 +114,7 @@ class ScanRunner:
         self.on_progress = on_progress
         self.on_started = on_started
         self.counts = RunnerCounts()
-        self._work: queue.Queue[object] = queue.Queue(maxsize=queue_tiles)
+        self._work: queue.Queue[_Work] = queue.Queue(maxsize=queue_tiles)
         self._retakes: queue.Queue[TilePlan] = queue.Queue()
         self._flushed = threading.Event()
         self._stop = threading.Event()
@@ -158,7 +165,7 @@ class ScanRunner:
             while not self._stop.is_set() and self._worker_error is None:
                 # Let the analysis finish what it holds (calibration, a batch); it may ask for retakes.
                 self._flushed.clear()
-                self._put(_FLUSH)
+                self._put(_Signal.FLUSH)
                 while not self._flushed.wait(0.05):
                     if self._worker_error is not None or not worker.is_alive():
                         break
@@ -167,7 +174,7 @@ class ScanRunner:
                 self._retake_pending()
         finally:
             if worker.is_alive():
-                self._put(_END, force=True)
+                self._put(_Signal.END, force=True)
                 worker.join()
             self.engine.teardown()
         if self._worker_error is not None:
@@ -224,7 +231,7 @@ class ScanRunner:
             self.counts.retaken += 1
             self._acquire(tile, refocus=True)
 
-    def _put(self, item: object, *, force: bool = False) -> None:
+    def _put(self, item: _Work, *, force: bool = False) -> None:
         """Queue for the worker, waking up for a stop or a dead worker instead of blocking forever."""
         while True:
             try:
@@ -242,16 +249,16 @@ class ScanRunner:
         try:
             while True:
                 item = self._work.get()
-                if item is _END:
+                if item is _Signal.END:
                     return
-                if item is _FLUSH:
+                if item is _Signal.FLUSH:
                     if not self._stop.is_set():
                         self._handle(self.analysis.flush())
                     self._flushed.set()
                     continue
                 if self._stop.is_set():
                     continue  # leave it acquired; --resume analyses it from disk
-                record, retake_allowed = item  # type: ignore[misc]
+                record, retake_allowed = item
                 self._handle(self.analysis.submit(record, retake_allowed=retake_allowed))
         except BaseException as exc:
             self._worker_error = exc

@@ -291,10 +291,10 @@ class AnalysisStep:
                     for loaded in batch:
                         results += self._analyse_batch([loaded])
                     return results
-                exc = failure.__cause__
+                cause = failure.__cause__
                 where = batch[0].item.path or batch[0].item.key
                 results.append(self._fail(
-                    batch[0].item, f"{where}: analysis failed ({type(exc).__name__}: {exc})", batch[0].seconds
+                    batch[0].item, f"{where}: analysis failed ({type(cause).__name__}: {cause})", batch[0].seconds
                 ))
                 return results
             deferred = [
@@ -338,13 +338,15 @@ class AnalysisStep:
         except Exception as exc:
             raise _DetectorFailure() from exc
         per_image = (time.perf_counter() - t0) / len(batch)
-        out = [([], _fresh(loaded.meta), per_image + loaded.seconds) for loaded in batch]
+        out: list[tuple[list[Detection], ImageMeta, float]] = [
+            ([], _fresh(loaded.meta), per_image + loaded.seconds) for loaded in batch
+        ]
         for (n, window, shape), dets, meta in zip(owners, found, metas, strict=True):
             detections, item_meta, _ = out[n]
             item_meta.warnings.extend(w for w in meta.warnings if w not in item_meta.warnings)
             item_meta.flags.update(meta.flags)
             detections += _from_window(dets, window, shape)
-        return out  # type: ignore[return-value]
+        return out
 
     def _finish(self, loaded: _Loaded, detections: list[Detection], meta: ImageMeta, seconds: float) -> AnalysisResult:
         item = loaded.item
@@ -401,7 +403,7 @@ class AnalysisStep:
                  written: list[Candidate]) -> None:
         from flakehunter.analysis.overlay import save_overlay
 
-        assert self.overlays is not None
+        assert self.overlays is not None and loaded.image is not None
         ids = {id(c): c.id for c in written}
         labels = [f"#{ids.get(id(c), '-')} {c.layer_class} {c.score:.2f}" for c in candidates]
         name = (loaded.item.path or Path(loaded.item.key)).stem

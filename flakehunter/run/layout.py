@@ -12,6 +12,10 @@ What ``scan``, ``detect`` and ``watch`` write under ``--out`` (docs/run-director
     status.json          watch: the last status line
     watch-config.json    watch: the detection settings the folder was started with
     overlays/            detect --overlays: images with their candidates drawn
+    evaluation/          flakehunter evaluate: metrics and plots against truth or annotations
+    report/              flakehunter report: overview mosaic, index.html, candidate crops (`flakehunter.report`)
+    review.jsonl         flakehunter review: a person's verdicts on candidates, appended, latest wins
+    exports/             flakehunter export: position lists and outlines for other software
     .flakehunter.lock    held (flock) by the one process using the directory
 
 A process owns the directory through an exclusive ``flock`` taken before anything else is written and
@@ -41,6 +45,10 @@ QUARANTINE = "quarantine.jsonl"
 STATUS = "status.json"
 WATCH_CONFIG = "watch-config.json"
 OVERLAYS = "overlays"
+EVALUATION = "evaluation"
+REPORT = "report"
+REVIEW = "review.jsonl"
+EXPORTS = "exports"
 LOCK = ".flakehunter.lock"
 RESERVE = ".flakehunter.reserve"
 
@@ -104,9 +112,34 @@ class RunDirectory:
     def overlays(self) -> Path:
         return self.path / OVERLAYS
 
+    @property
+    def evaluation(self) -> Path:
+        return self.path / EVALUATION
+
+    @property
+    def report(self) -> Path:
+        return self.path / REPORT
+
+    @property
+    def review(self) -> Path:
+        return self.path / REVIEW
+
+    @property
+    def exports(self) -> Path:
+        return self.path / EXPORTS
+
     def holds_run(self) -> bool:
-        """True when a run has started here (a manifest or a journal exists)."""
-        return self.manifest.exists() or self.journal.exists()
+        """True when a run has started here: its manifest exists (it is written before the first tile)."""
+        return self.manifest.exists()
+
+    def discard_unstarted(self) -> None:
+        """Remove what a run that died before it started left (a journal of planned tiles, empty candidate
+        files, the config copy), so that the same command can simply be run again. Only without a manifest."""
+        if self.holds_run():
+            raise InputError(f"{self.path}: holds a run; refusing to discard it")
+        for path in (self.journal, self.journal.with_name(JOURNAL + "-wal"), self.journal.with_name(JOURNAL + "-shm"),
+                     self.candidates_csv, self.candidates_jsonl, self.config_copy):
+            path.unlink(missing_ok=True)
 
     # -- ownership ------------------------------------------------------------------------------------
     def open(self, what: str) -> RunDirectory:
