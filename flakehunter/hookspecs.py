@@ -122,8 +122,9 @@ def scan_started(scan: ScanContext) -> None:
 
 @hookspec
 def tile_acquired(scan: ScanContext, tile: TileRecord) -> None:
-    """A tile has been acquired and its TIFF written; ``tile.path`` is final. Called on the
-    acquisition thread, so keep it quick."""
+    """A tile has been acquired and its TIFF written; ``tile.path`` is final. Called on the analysis
+    thread just before the tile is analysed (the stage is already on its way to the next tile), so keep it
+    quick."""
 
 
 @hookspec

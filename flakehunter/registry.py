@@ -10,15 +10,25 @@ Every hook is called through pluggy's hook callers, one plugin at a time (a subs
 per plugin), so that hook wrappers and tracing work, each ``register`` callback knows which plugin
 and package it serves, and one plugin's exception never stops another's. A hook implementation
 whose name matches no hook spec (a typo) is reported, as pluggy's ``check_pending`` would.
+
+Every problem is one line that names the plugin, its package and what was wrong: an import error with the
+file and line it came from, a factory that cannot be called as ``factory(options, context)`` or whose
+``Options`` is no pydantic model, a material whose numbers are not physical, a name another package took.
+A plugin may ship contract tests (entry-point group ``flakehunter_contract_tests``, same name as its
+``flakehunter`` entry point, value a test package); ``flakehunter plugins --check`` runs them.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
+import math
+import numbers
 import os
 import re
 import threading
+import traceback
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -31,6 +41,8 @@ from flakehunter.errors import InputError, PluginError
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "flakehunter"
+#: Entry points naming the test package a plugin ships (``flakehunter plugins --check`` runs it).
+CONTRACT_TESTS_GROUP = "flakehunter_contract_tests"
 STRICT_ENV = "FLAKEHUNTER_STRICT_PLUGINS"
 LOAD_ENV = "FLAKEHUNTER_LOAD_PLUGINS"
 BUILTIN_PACKAGE = "flakehunter"
@@ -119,9 +131,18 @@ class Registry:
             if getattr(obj, "name", None) != name:
                 self._reject(plugin, package, f"material '{name}' must be a Material named '{name}'")
                 return
+            problem = material_problem(obj)
+            if problem is not None:
+                self._reject(plugin, package, f"material '{name}' is malformed: {problem}")
+                return
         elif not callable(obj):
             self._reject(plugin, package, f"{kind} '{name}' must be a callable factory")
             return
+        else:
+            problem = factory_problem(obj)
+            if problem is not None:
+                self._reject(plugin, package, f"{kind} '{name}': {problem}")
+                return
         existing = self.contributions[kind].get(name)
         if existing is not None:
             self._reject(
@@ -140,8 +161,100 @@ class Registry:
         self.problems.append(PluginProblem(plugin, package, message))
 
 
+#: Wavelengths (nm) at which a material's index is probed when it registers.
+_PROBE_NM = (450.0, 550.0, 650.0)
+
+
+def material_problem(material: Any) -> str | None:
+    """What is wrong with a registered material, in a few words; None when it looks physical.
+
+    Checks the fields of `flakehunter.materials.Material` and probes its index at 450, 550 and 650 nm for
+    1 and 2 layers: finite, n > 0, κ >= 0 (flakehunter writes n + iκ; a table in the n - iκ convention
+    shows up here as κ < 0).
+    """
+    import numpy as np
+
+    from flakehunter.materials import Material
+
+    if not isinstance(material, Material):
+        return f"expected a flakehunter.materials.Material, got {type(material).__name__}"
+    if not isinstance(material.display_name, str) or not material.display_name.strip():
+        return "display_name is empty"
+    thickness = material.layer_thickness_nm
+    if not isinstance(thickness, numbers.Real) or not math.isfinite(thickness) or not 0 < thickness <= 10:
+        return f"layer_thickness_nm must be a thickness in nm in (0, 10], got {thickness!r}"
+    symmetry = material.edge_symmetry_deg
+    if not isinstance(symmetry, numbers.Real) or not math.isfinite(symmetry) or not 0 < symmetry <= 360:
+        return f"edge_symmetry_deg must be in (0, 360], got {symmetry!r}"
+    layers = material.target_layers
+    if not layers or not all(isinstance(n, numbers.Integral) and n >= 1 for n in layers):
+        return f"target_layers must list layer counts >= 1, got {layers!r}"
+    if not callable(material.index):
+        return "index must be a function index(wavelength_nm, layers) -> n + iκ"
+    probe = np.array(_PROBE_NM)
+    for n_layers in (1, 2):
+        try:
+            value = np.asarray(material.index(probe, n_layers), dtype=complex)
+        except Exception as exc:
+            return f"index(wavelength_nm, {n_layers}) raised {type(exc).__name__}: {exc}"
+        if value.shape != probe.shape:
+            return f"index(wavelength_nm, {n_layers}) returned shape {value.shape} for {probe.shape} wavelengths"
+        if not np.all(np.isfinite(value)):
+            return f"index(wavelength_nm, {n_layers}) is not finite at {_PROBE_NM} nm: {value}"
+        if np.any(value.real <= 0):
+            return f"index(wavelength_nm, {n_layers}) has n <= 0 at {_PROBE_NM} nm: {value}"
+        if np.any(value.imag < 0):
+            return (f"index(wavelength_nm, {n_layers}) has κ < 0 ({value}); flakehunter uses n + iκ with κ >= 0 "
+                    "absorbing: negate the imaginary part of an n - iκ table")
+    return None
+
+
+def factory_problem(factory: Any) -> str | None:
+    """What is wrong with a stage, camera or detector factory; None when it can be called as
+    ``factory(options, context)`` and its ``Options`` (if any) is a pydantic model class."""
+    from pydantic import BaseModel
+
+    label = getattr(factory, "__qualname__", None) or type(factory).__name__
+    options = getattr(factory, "Options", None)
+    if options is not None and not (isinstance(options, type) and issubclass(options, BaseModel)):
+        return f"{label}.Options must be a pydantic model class, got {options!r}"
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return None  # a builtin or C callable: nothing to check
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        params = ", ".join(str(p.replace(annotation=inspect.Parameter.empty)) for p in signature.parameters.values())
+        return f"factory {label}({params}) cannot be called as factory(options, context)"
+    return None
+
+
+def _origin(exc: BaseException) -> str:
+    """`` (at FILE:LINE)`` of the innermost frame outside importlib, where a plugin's import failed."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename]
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f" (at {os.path.basename(exc.filename)}:{exc.lineno})"
+    if not frames:
+        return ""
+    return f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})"
+
+
+def contract_tests() -> dict[str, tuple[str, str]]:
+    """Plugin name -> (test package, distribution) of every ``flakehunter_contract_tests`` entry point."""
+    out: dict[str, tuple[str, str]] = {}
+    for ep in entry_points(group=CONTRACT_TESTS_GROUP):
+        out.setdefault(ep.name, (ep.value, _distribution(ep)[0]))
+    return out
+
+
 def _strict() -> bool:
     return os.environ.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def allowed_plugins() -> set[str] | None:
+    """The entry-point names ``FLAKEHUNTER_LOAD_PLUGINS`` allows; None when it is not set (all load)."""
+    return _allowed()
 
 
 def _allowed() -> set[str] | None:
@@ -181,7 +294,7 @@ def load_entry_points(pm: pluggy.PluginManager, problems: list[PluginProblem]) -
         except Exception as exc:
             if _strict():
                 raise
-            message = f"failed to load: {type(exc).__name__}: {exc}"
+            message = f"failed to load: {type(exc).__name__}: {exc}{_origin(exc)}"
             log.warning("plugin '%s' (%s) %s; skipped", ep.name, package, message)
             problems.append(PluginProblem(ep.name, package, message))
             continue

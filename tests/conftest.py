@@ -68,6 +68,12 @@ def write_config(tmp_path: Path):
 
 
 @pytest.fixture(autouse=True)
+def no_report_after_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands run by the tests skip their end-of-run report (seconds each); the report tests ask for one."""
+    monkeypatch.setenv("FLAKEHUNTER_REPORT", "0")
+
+
+@pytest.fixture(autouse=True)
 def fresh_registry():
     """Each test sees the plugins of its own environment."""
     flakehunter.registry.reset()

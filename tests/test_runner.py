@@ -30,6 +30,7 @@ class FakeEngine:
         self.root = root
         self.calls: list[tuple[str, int]] = []
         self.gate = gate
+        self.on_take: dict[int, object] = {}  # tile index -> called while that tile is taken (a Ctrl-C, a pause)
 
     def setup(self) -> None:
         self.calls.append(("setup", -1))
@@ -44,6 +45,8 @@ class FakeEngine:
         if self.gate is not None:
             self.gate.wait(5)
         self.calls.append(("refocus" if refocus else "acquire", tile.index))
+        if tile.index in self.on_take:
+            self.on_take[tile.index]()  # type: ignore[operator]
         path = self.root / self.key(tile)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("pixels")
@@ -168,37 +171,55 @@ def test_a_failed_tile_is_counted_and_the_scan_goes_on(tmp_path: Path, journal: 
 
 def test_stop_finishes_the_tile_in_hand_and_leaves_the_rest(tmp_path: Path, journal: Journal) -> None:
     engine = FakeEngine(tmp_path)
-    runner: ScanRunner
-
-    def on_acquired(record: TileRecord) -> None:
-        if record.plan.index == 1:
-            runner.request_stop()
-
-    runner = ScanRunner(engine, plan(6), journal, FakeAnalysis(journal), on_acquired=on_acquired)
+    runner = ScanRunner(engine, plan(6), journal, FakeAnalysis(journal))
+    engine.on_take[1] = runner.request_stop  # Ctrl-C while tile 1 is being taken
     runner.run()
     assert [c for c in engine.calls if c[0] == "acquire"] == [("acquire", 0), ("acquire", 1)]
     assert engine.calls[-1] == ("teardown", -1)
     assert runner.stopped and "tiles/005" not in journal.keys(DONE)
+    assert journal.get("tiles/001").status in (ACQUIRED, DONE), "the tile in hand is kept"  # type: ignore[union-attr]
 
 
 def test_pause_holds_at_a_tile_boundary_until_resumed(tmp_path: Path, journal: Journal) -> None:
     engine = FakeEngine(tmp_path)
-    runner: ScanRunner
-    paused_at: list[int] = []
-
-    def on_acquired(record: TileRecord) -> None:
-        if record.plan.index == 1:
-            runner.pause()
-            paused_at.append(len([c for c in engine.calls if c[0] == "acquire"]))
-
-    runner = ScanRunner(engine, plan(4), journal, FakeAnalysis(journal), on_acquired=on_acquired)
+    runner = ScanRunner(engine, plan(4), journal, FakeAnalysis(journal))
+    engine.on_take[1] = runner.pause
     thread = threading.Thread(target=runner.run)
     thread.start()
     time.sleep(0.5)
-    assert runner.paused and len([c for c in engine.calls if c[0] == "acquire"]) == paused_at[0] == 2
+    assert runner.paused and [c for c in engine.calls if c[0] == "acquire"] == [("acquire", 0), ("acquire", 1)]
     runner.resume()
     thread.join(10)
     assert not thread.is_alive() and len([c for c in engine.calls if c[0] == "acquire"]) == 4
+
+
+def test_tiles_are_journaled_acquired_only_once_written(tmp_path: Path, journal: Journal) -> None:
+    """A tile's file is written while the stage moves on; the journal calls it acquired only once it is on disk,
+    and a failed write (a full disk) ends the scan with that error."""
+    from concurrent.futures import Future
+
+    class SlowWrites(FakeEngine):
+        def acquire(self, tile: TilePlan, *, refocus: bool = False) -> TileRecord:
+            record = super().acquire(tile, refocus=refocus)
+            record.written = Future()
+            seen.append(journal.get(record.key))  # not yet journaled while its write is pending
+
+            def finish() -> None:
+                time.sleep(0.05)
+                if tile.index == 3:
+                    record.written.set_exception(OSError(28, "No space left on device"))  # type: ignore[union-attr]
+                else:
+                    record.written.set_result(None)  # type: ignore[union-attr]
+
+            threading.Thread(target=finish).start()
+            return record
+
+    seen: list[object] = []
+    with pytest.raises(OSError, match="No space left"):
+        ScanRunner(SlowWrites(tmp_path), plan(6), journal, FakeAnalysis(journal)).run()
+    assert seen[:3] == [None, None, None]
+    assert {journal.get(f"tiles/{i:03d}").status for i in range(3)} == {DONE}  # type: ignore[union-attr]
+    assert journal.get("tiles/003") is None, "a tile whose file failed is not acquired"
 
 
 def test_an_analysis_error_stops_the_scan_and_is_raised(tmp_path: Path, journal: Journal) -> None:

@@ -2,12 +2,16 @@
 
 In the manner of pymmcore-plus's MDA engine: the engine knows *how* to take a tile and nothing about
 *when*; `flakehunter.acquisition.runner.ScanRunner` decides order, pauses, resumes and retakes.
+
+The tile file is written on a writer thread while the stage moves on: `acquire` returns once the image
+is in memory, and `TileRecord.written` completes (or raises, e.g. on a full disk) when it is on disk.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +36,8 @@ class TileRecord:
 
     ``key`` is the tile's path relative to the run directory (the journal's and the candidates' name
     for it); ``meta`` is what the tile file says about it (as `flakehunter.tiles.read_image` would read
-    it back); ``timings`` holds move_s, snap_s, write_s (and focus_s for a retake).
+    it back); ``timings`` holds move_s, snap_s, write_s (and focus_s for a retake); ``written`` completes
+    when the file is on disk (None: it already was, e.g. a tile loaded for a resume).
     """
 
     plan: TilePlan
@@ -43,6 +48,7 @@ class TileRecord:
     position: Position | None = None
     timings: dict[str, float] = field(default_factory=dict)
     retake: bool = False
+    written: Future[None] | None = None
 
 
 def tile_key(tile: TilePlan) -> str:
@@ -70,15 +76,20 @@ class TileEngine:
             metric=focus.metric, range_um=focus.range_um, coarse_step_um=focus.coarse_step_um,
             fine_step_um=focus.fine_step_um, backlash_um=focus.backlash_um, min_contrast=focus.min_contrast,
         )
+        self._writer: ThreadPoolExecutor | None = None
 
     # -- the sequence -------------------------------------------------------------------------------
     def setup(self) -> None:
         """Connect the devices (the runner calls it once, before the first tile)."""
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flakehunter-tile-writer")
         self.plan.stage.connect()
         self.plan.camera.connect()
 
     def teardown(self) -> None:
-        """Close the devices; always runs, and never masks the scan's own outcome."""
+        """Finish writing the tiles taken, close the devices; always runs, never masks the scan's own outcome."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
         for device in (self.plan.camera, self.plan.stage):
             try:
                 device.close()
@@ -90,9 +101,10 @@ class TileEngine:
         return tile_key(tile)
 
     def acquire(self, tile: TilePlan, *, refocus: bool = False) -> TileRecord:
-        """Focus, move, settle, snap and write ``tile``; ``refocus`` runs an autofocus at it first (a retake)."""
-        from flakehunter.tiles import write_tile
+        """Focus, move, settle and snap ``tile``; its file is written on the writer thread (``written``).
 
+        ``refocus`` runs an autofocus at the tile first (a retake).
+        """
         plan = self.plan
         key = self.key(tile)
         path = self.run.path / key
@@ -113,18 +125,29 @@ class TileEngine:
         image = plan.camera.snap()
         t3 = time.perf_counter()
         position = plan.stage.position_um()
-        provenance = self.provenance(tile, z_um)
-        write_tile(
-            path, image, pixel_size_um=plan.transform.pixel_size_um,
-            x_um=position.x_um, y_um=position.y_um, z_um=position.z_um, provenance=provenance,
-        )
-        t4 = time.perf_counter()
-        timings.update(move_s=t2 - t1, snap_s=t3 - t2, write_s=t4 - t3)
+        timings.update(move_s=t2 - t1, snap_s=t3 - t2)
         meta = ImageMeta(
             pixel_size_um=plan.transform.pixel_size_um, x_um=position.x_um, y_um=position.y_um, z_um=position.z_um,
-            provenance=provenance, source="flakehunter",
+            provenance=self.provenance(tile, z_um), source="flakehunter",
         )
-        return TileRecord(tile, key, path, image, meta, position, timings, retake=refocus)
+        record = TileRecord(tile, key, path, image, meta, position, timings, retake=refocus)
+        if self._writer is None:  # not set up (a caller taking single tiles): write here
+            self._write(record)
+        else:
+            record.written = self._writer.submit(self._write, record)
+        return record
+
+    def _write(self, record: TileRecord) -> None:
+        from flakehunter.tiles import write_tile
+
+        assert record.image is not None and record.position is not None and record.meta is not None
+        t0 = time.perf_counter()
+        write_tile(
+            record.path, record.image, pixel_size_um=self.plan.transform.pixel_size_um,
+            x_um=record.position.x_um, y_um=record.position.y_um, z_um=record.position.z_um,
+            provenance=record.meta.provenance,
+        )
+        record.timings["write_s"] = time.perf_counter() - t0
 
     def load(self, tile: TilePlan) -> TileRecord | None:
         """A tile acquired before an interruption, to be analysed from its file; None if the file is gone."""

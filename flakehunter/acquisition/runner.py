@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import Enum, auto
 from typing import Protocol
@@ -87,7 +88,7 @@ class ScanRunner:
         journal: the run's journal (which tiles are done or acquired).
         analysis: where tiles go to be analysed.
         retake: refocus and retake a tile the analysis finds out of focus (once).
-        on_acquired: called on the acquisition thread with every tile just written (lifecycle hook).
+        on_acquired: called with every tile once its file is written (on the analysis thread; lifecycle hook).
         on_progress: called with (tiles done, tiles total, tiles acquired) after each tile.
         on_started: called once the devices are connected, before the first tile.
     """
@@ -208,18 +209,37 @@ class ScanRunner:
         t0 = time.perf_counter()
         record = self.engine.acquire(tile, refocus=refocus)
         self.counts.acquire_s += time.perf_counter() - t0
-        position = record.position
+        self.counts.acquired += 1
+        if record.written is None:
+            self._journal_acquired(record)
+        else:  # journaled the moment its file is on disk, on the writer thread, so a resume never takes it again
+
+            def written(done: Future[None]) -> None:
+                if done.exception() is None:
+                    self._journal_acquired(record)
+
+            record.written.add_done_callback(written)
+        self._put((record, self.retake and not refocus))
+
+    def _journal_acquired(self, record: TileRecord) -> None:
         data = {k: round(v, 4) for k, v in record.timings.items()}
-        if position is not None:
-            data.update(x_um=position.x_um, y_um=position.y_um, z_um=position.z_um)
-        if refocus:
+        if record.position is not None:
+            p = record.position
+            data.update(x_um=p.x_um, y_um=p.y_um, z_um=p.z_um)
+        if record.retake:
             data["retaken"] = True
         self.journal.set(record.key, ACQUIRED, **data)
-        self.counts.acquired += 1
+
+    def _stored(self, record: TileRecord) -> None:
+        """Before a new tile is analysed: its file must be on disk (a failed write, e.g. a full disk, ends the
+        scan here, naming the file); then the hooks hear of it (worker thread)."""
+        if record.image is None:
+            return  # loaded from its file for a resume
+        if record.written is not None:
+            record.written.result()
         if self.on_acquired is not None:
             self.on_acquired(record)
         self._report()
-        self._put((record, self.retake and not refocus))
 
     def _retake_pending(self) -> None:
         while self._boundary():
@@ -256,9 +276,10 @@ class ScanRunner:
                         self._handle(self.analysis.flush())
                     self._flushed.set()
                     continue
+                record, retake_allowed = item
+                self._stored(record)
                 if self._stop.is_set():
                     continue  # leave it acquired; --resume analyses it from disk
-                record, retake_allowed = item
                 self._handle(self.analysis.submit(record, retake_allowed=retake_allowed))
         except BaseException as exc:
             self._worker_error = exc

@@ -42,10 +42,10 @@ def _root(
 
 
 def _register_commands() -> None:
-    from flakehunter.cli import daemon, detect, evaluate, hardware, plugins, scan, train, watch
+    from flakehunter.cli import daemon, detect, evaluate, hardware, new_plugin, plugins, report, scan, train, watch
     from flakehunter.registry import register_cli_commands
 
-    for module in (scan, detect, evaluate, watch, daemon, plugins, train, hardware):
+    for module in (scan, detect, evaluate, watch, daemon, plugins, new_plugin, train, hardware, report):
         module.register(app)
     register_cli_commands(app)
 

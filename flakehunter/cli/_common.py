@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -116,3 +117,28 @@ def positive_option(value: float | None, option: str, expected: str) -> None:
 
     if value is not None and (not math.isfinite(value) or value <= 0):
         raise InputError(f"{option}: expected {expected}, got {value}")
+
+
+def report_after_run(run_dir: Path, enabled: bool) -> None:
+    """The run's report (RUN_DIR/report/), written after every scan, detect and watch run unless switched off.
+
+    The results are on disk already; a report that cannot be written is a warning, never a failed run.
+    """
+    if not enabled:
+        return
+    from flakehunter.report import write_report
+
+    try:
+        index = write_report(run_dir)
+    except Exception as exc:
+        logging.getLogger("flakehunter.report").warning(
+            "%s: no report (%s); run: flakehunter report %s", run_dir, one_line(str(exc), 200), run_dir
+        )
+        return
+    typer.echo(f"  report:     {index}")
+
+
+REPORT_OPTION = typer.Option(
+    "--report/--no-report", envvar="FLAKEHUNTER_REPORT",
+    help="Write RUN_DIR/report/ (overview, gallery) at the end (FLAKEHUNTER_REPORT=0 switches it off).",
+)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flakehunter.cli._common import error, positive_option, reports_errors
+from flakehunter.cli._common import REPORT_OPTION, error, positive_option, report_after_run, reports_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -45,6 +45,7 @@ def detect(
     calibration: Annotated[
         str, typer.Option("--calibration", help="self: fit the real oxide from the images; nominal: trust --oxide-nm.")
     ] = "self",
+    report: Annotated[bool, REPORT_OPTION] = True,
 ) -> None:
     """Find candidates in existing images; positions come from OME/Micro-Manager metadata."""
     from flakehunter.analysis.pipeline import PipelineSpec
@@ -76,6 +77,7 @@ def detect(
         f"candidates in {summary['wall_s']:.1f} s"
     )
     typer.echo(f"  candidates: {out / 'candidates.csv'} (and candidates.jsonl)")
+    report_after_run(out, report)
     if summary["items_with_warnings"]:
         typer.secho(f"  {len(summary['items_with_warnings'])} file(s) with warnings (e.g. out of focus); "
                     f"see {out / 'manifest.json'}", fg=typer.colors.YELLOW, err=True)

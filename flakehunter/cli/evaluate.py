@@ -112,7 +112,7 @@ def evaluate(
             truth_paths, fmt, run_dir, candidates, wanted=wanted, min_area_um2=settings["min_area_um2"],
             tolerance_px=tolerance_px, pixel_size_um=pixel_size_um, class_layers=class_layers, stray_layers=strays_of,
         )
-    out = out or ((run_dir / "evaluation") if run_dir else Path("evaluation"))
+    out = out or (RunDirectory(run_dir).evaluation if run_dir else Path("evaluation"))
     written = write_report(out, summary, m, settings)
     if as_json:
         typer.echo(json.dumps(headline(summary), indent=2))

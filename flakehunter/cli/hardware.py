@@ -3,8 +3,9 @@
 * ``flakehunter calibrate-stage CONFIG`` moves the stage around a spot with structure, registers the
   frames by phase correlation, and writes the measured pixel size, rotation and flips into the
   config's ``optics:`` section (the rest of the file is kept as it is; the write is atomic).
-* ``flakehunter goto RUN_DIR CANDIDATE_ID`` drives the stage of that run's config to a candidate,
-  optionally shifted by the offset between the scan objective and the one you look through.
+* ``flakehunter goto RUN_DIR [CANDIDATE_ID]`` drives the stage of that run's config to a candidate (by id,
+  or the best one passing the filters ``export`` takes too), optionally shifted by the offset between the
+  scan objective and the one you look through.
 * ``flakehunter hardware check CONFIG`` connects the stage and the camera, reports identity,
   position and limits, and saves a test image.
 """
@@ -20,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from flakehunter.cli._common import reports_errors
+from flakehunter.cli.report import LayerClassOpt, MaxAreaOpt, MinAreaOpt, MinScoreOpt, ReviewedOpt
 from flakehunter.errors import InputError
 
 hardware_app = typer.Typer(help="Check the stage and camera of a config.", no_args_is_help=True)
@@ -123,28 +125,61 @@ def calibrate_stage(
 @reports_errors
 def goto(
     run_dir: Annotated[Path, typer.Argument(help="A scan's run directory.")],
-    candidate_id: Annotated[int, typer.Argument(help="The candidate's id (candidates.csv, column id).")],
+    candidate_id: Annotated[int | None, typer.Argument(
+        help="The candidate's id (candidates.csv, column id); without it, the best-scoring candidate that passes "
+             "the filters (--rank N for the N-th).", show_default=False)] = None,
     objective_offset: Annotated[str | None, typer.Option(
         "--objective-offset", help="DX,DY[,DZ] (µm) from the scan objective's centre to the one you look through.")
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Take the stage from this config instead of "
                                                                   "the run's.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the target; move nothing.")] = False,
+    layer_class: LayerClassOpt = None,
+    min_area_um2: MinAreaOpt = None,
+    max_area_um2: MaxAreaOpt = None,
+    min_score: MinScoreOpt = None,
+    reviewed: ReviewedOpt = None,
+    rank: Annotated[int, typer.Option("--rank", help="Without CANDIDATE_ID: the N-th best candidate that passes "
+                                                     "the filters.")] = 1,
+    list_only: Annotated[bool, typer.Option("--list", help="List the candidates that pass the filters, best "
+                                                           "first, with their rank; move nothing.")] = False,
 ) -> None:
-    """Drive the stage to a candidate flake of a finished (or interrupted) scan."""
+    """Drive the stage to a candidate flake of a finished (or interrupted) scan, by id or by filters."""
     from flakehunter.candidates import read_candidates
+    from flakehunter.cli.report import candidate_filter
+    from flakehunter.report.verdicts import read_verdicts
     from flakehunter.run.layout import RunDirectory
 
     run = RunDirectory(run_dir)
     records = run.candidates_jsonl
     if not records.exists():
         raise InputError(f"{run_dir}: no {records.name}; is this a scan run directory?")
-    found = [c for c in read_candidates(records) if c.id == candidate_id]
-    if not found:
-        raise InputError(f"{records}: no candidate with id {candidate_id}")
-    cand = found[0]
-    if not cand.positioned:
-        raise InputError(f"{records}: candidate {candidate_id} has no stage position (its image carried none)")
+    flt = candidate_filter(layer_class, min_area_um2, max_area_um2, min_score, reviewed)
+    candidates = read_candidates(records)
+    verdicts = read_verdicts(run.review) if flt.needs_review else {}
+    ranked = [c for c in flt.apply(candidates, verdicts) if c.positioned]
+    if list_only:
+        typer.echo(f"{len(ranked)} candidates with a stage position pass the filters ({flt.describe()}):")
+        for n, c in enumerate(ranked, start=1):
+            typer.echo(f"  {n:4d}  id {c.id:<6d} {c.layer_class:<5s} score {c.score:.2f}  {c.area_um2:8.0f} µm²  "
+                       f"x={c.x_um:.1f} y={c.y_um:.1f} µm")
+        return
+    if candidate_id is not None:
+        found = [c for c in candidates if c.id == candidate_id]
+        if not found:
+            raise InputError(f"{records}: no candidate with id {candidate_id}")
+        cand = found[0]
+        if not flt.passes(cand, verdicts.get(cand.id)):
+            raise InputError(f"{records}: candidate {candidate_id} does not pass the filters ({flt.describe()})")
+        if not cand.positioned:
+            raise InputError(f"{records}: candidate {candidate_id} has no stage position (its image carried none)")
+    else:
+        if rank < 1:
+            raise InputError(f"--rank: expected 1 or more, got {rank}")
+        if len(ranked) < rank:
+            raise InputError(f"{records}: {len(ranked)} candidates with a stage position pass the filters "
+                             f"({flt.describe()}); there is no rank {rank}")
+        cand = ranked[rank - 1]
     offset = _numbers(objective_offset, "--objective-offset", (2, 3)) if objective_offset else (0.0, 0.0)
     x = cand.x_um + offset[0]
     y = cand.y_um + offset[1]

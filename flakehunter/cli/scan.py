@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from flakehunter.cli._common import reports_errors, stop_on_signals
+from flakehunter.cli._common import REPORT_OPTION, report_after_run, reports_errors, stop_on_signals
 from flakehunter.errors import InputError
 
 if TYPE_CHECKING:  # the scan machinery is imported inside the command, when it runs
@@ -34,6 +34,7 @@ def scan(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print the plan as JSON.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    report: Annotated[bool, REPORT_OPTION] = True,
 ) -> None:
     """Tile a chip or wafer, find thin flakes, and write candidates with stage coordinates."""
     from flakehunter.compute import check_device_choice
@@ -59,6 +60,7 @@ def scan(
 
     summary = _run_with_progress(runner, progress and sys.stderr.isatty())
     _print_summary(runner, summary)
+    report_after_run(runner.run_dir, report)
     if summary["status"] == "interrupted":
         raise typer.Exit(130)
     if summary["status"] != "completed":

@@ -121,12 +121,22 @@ def train(
     tensorboard: TensorboardOpt = None,
     set_: SetOpt = None,
     resume: ResumeOpt = None,
+    from_review: Annotated[list[Path] | None, typer.Option(
+        "--from-review", help="Train on the reviewed candidates of this run directory (repeat for several; "
+                              "flakehunter review), written as a dataset into OUT/review-data.")] = None,
+    review_labels: Annotated[str, typer.Option(
+        "--review-labels", help="With --from-review: layer-class (good = its class, bad = reject) or verdict "
+                                "(good/bad).")] = "layer-class",
 ) -> None:
     """Train a classifier or an angle regressor; checkpoints every epoch into --out."""
     params = dict(locals())
+    params.pop("from_review")
+    params.pop("review_labels")
     from flakehunter.training.recipe import TrainRecipe, build_recipe, merge, parse_set_options
     from flakehunter.training.trainer import Trainer, recipe_from_checkpoint
 
+    if from_review:
+        params["data"] = _review_dataset(from_review, review_labels, data=data, out=out, task=task, resume=resume)
     given = _collect(params)
     extra = parse_set_options(set_)
     if resume is not None:
@@ -143,6 +153,24 @@ def train(
         plan = build_recipe(TrainRecipe, recipe, merge(given, extra))
         summary = Trainer(plan, echo=typer.echo).run()
     _print_train_summary(summary)
+
+
+def _review_dataset(
+    runs: list[Path], labels: str, *, data: Path | None, out: Path | None, task: str | None, resume: Path | None,
+) -> Path:
+    """``--from-review``: the reviewed candidates of ``runs`` as an imagefolder dataset in OUT/review-data."""
+    from flakehunter.report.labels import review_classification_dataset
+
+    if data is not None or resume is not None:
+        raise InputError("--from-review: builds the training data from reviewed candidates; give it instead of "
+                         "--data, and not with --resume")
+    if out is None:
+        raise InputError("--from-review: give --out (the dataset is written into OUT/review-data)")
+    if task not in (None, "classify"):
+        raise InputError(f"--from-review: reviewed candidates are class labels; use --task classify, not {task}")
+    dataset = review_classification_dataset(runs, out / "review-data", labels=labels)
+    typer.echo(f"reviewed candidates of {len(runs)} run(s) written to {dataset}")
+    return dataset
 
 
 def _print_train_summary(summary: dict[str, Any]) -> None:

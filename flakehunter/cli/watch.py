@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from flakehunter.cli._common import positive_option, reports_errors, state, stop_on_signals
+from flakehunter.cli._common import (
+    REPORT_OPTION,
+    positive_option,
+    report_after_run,
+    reports_errors,
+    state,
+    stop_on_signals,
+)
 
 if TYPE_CHECKING:
     from flakehunter.config import DetectConfig
@@ -69,6 +76,7 @@ def watch(
     log_file: Annotated[
         Path | None, typer.Option("--log-file", help="JSON-lines log, rotated (default: OUT/logs/watch.log).")
     ] = None,
+    report: Annotated[bool, REPORT_OPTION] = True,
 ) -> None:
     """Analyse every image written into DIRECTORY exactly once; runs until Ctrl-C or SIGTERM."""
     from flakehunter.errors import InputError
@@ -89,6 +97,7 @@ def watch(
     typer.echo(f"  candidates: {out / 'candidates.csv'} (and candidates.jsonl)")
     if summary["quarantined"]:
         typer.echo(f"  quarantine: {out / 'quarantine.jsonl'}")
+    report_after_run(out, report)
 
 
 @reports_errors

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,9 @@ class ReplayCameraOptions(BaseModel):
         None, gt=0, description="Also require |z - tile z| within this; default: z is not compared"
     )
     frame_time_s: float = Field(0.01, ge=0, description="Reported time of one snap (for plans)")
+    exposure_ms: float = Field(
+        0.0, ge=0, le=60_000, description="Wait this long per snap, as a real camera exposes (timing studies)"
+    )
 
 
 class ReplayCamera:
@@ -48,7 +52,7 @@ class ReplayCamera:
         root = context.resolve_path(options.source)
         self.folder = root / "tiles" if (root / "tiles").is_dir() else root
         self.pixel_size_um = context.transform.pixel_size_um
-        self.exposure_ms: float | None = None
+        self.exposure_ms: float | None = options.exposure_ms or None
         self._index()
         self.connected = False
         self.served: list[Path] = []
@@ -89,7 +93,7 @@ class ReplayCamera:
         self.connected = False
 
     def frame_time_s(self) -> float:
-        return self.options.frame_time_s
+        return max(self.options.frame_time_s, self.options.exposure_ms / 1000)
 
     def snap(self) -> np.ndarray:
         from flakehunter.tiles import read_image
@@ -110,6 +114,9 @@ class ReplayCamera:
                 f"replay camera: {self.paths[best].name} was recorded at z={self.z_um[best]:.2f} µm, "
                 f"the stage is at z={z:.2f} µm (more than {ztol:g} µm apart)"
             )
+        started = time.perf_counter()
         image, _ = read_image(self.paths[best])
         self.served.append(self.paths[best])
+        # A real camera takes at least its exposure; reading the recorded file counts towards it.
+        time.sleep(max(0.0, self.options.exposure_ms / 1000 - (time.perf_counter() - started)))
         return image

@@ -153,6 +153,8 @@ class ContrastDetector:
         return self.calibration.describe()
 
     def _gather(self, contrast: np.ndarray) -> None:
+        if contrast.shape[-1] != 3:
+            return  # the oxide fit reads colour; a mono image among colour ones neither helps nor hinders it
         gate = self.layer_model(contrast.shape[-1]).substrate_gate
         points, areas = sample_plateaus(contrast, gate)
         self._pending.append(points)

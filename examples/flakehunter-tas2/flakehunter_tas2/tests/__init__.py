@@ -1,0 +1,1 @@
+"""Tests of the tas2 plugin; `flakehunter plugins --check` runs them against the installed package."""
