@@ -2,6 +2,7 @@
 
     python benchmarks/foreign_setups.py [--setups 20] [--seed 0] [--tiles 9] [--shape 1392x2048]
                                         [--detectors contrast] [--control] [--out DIR] [--json FILE]
+    python benchmarks/foreign_setups.py --compare "contrast;contrast,cnn-thickness,cnn-axis" [--clutter]
 
 For each setup (hardware/simulator/setup.py, drawn from --seed) a small chip is rendered through that
 setup's imaging chain (hardware/simulator/imaging.py) and written in its file format (OME-TIFF with
@@ -14,6 +15,11 @@ and layer accuracy of 1-3L flakes of at least --min-area-um2 (and --min-area-px 
 modulo the material's edge symmetry on straight-edged flakes. Prints one line per setup, the median and
 the worst setup per metric, and writes JSON. ``c1L`` is the setup's true monolayer contrast (linear, the
 channel where it is largest): how visible a monolayer physically is there.
+
+``--compare A;B`` scores several detector chains (each NAME[,NAME]) on the same rendered images, side by side,
+with pooled numbers besides median and worst (all flakes of all setups together). ``--clutter`` renders every
+chip cluttered: four times the tape residue, three times the dust and the thick debris, three scratches, and
+70 % of the thin flakes grown as terraces from thick bodies.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,20 +63,41 @@ def detect_command(folder: Path, run: Path, setup: Any, detectors: list[str]) ->
     return cmd
 
 
-def run_setup(index: int | str, setup: Any, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from flakehunter.candidates import read_candidates
-    from flakehunter.hardware.simulator.foreign import render_foreign_chip, write_tile_file
-    from flakehunter.registry import get_registry
+def cluttered(spec: Any) -> Any:
+    """The chip of a setup with much more of what a thin-flake detector must not report."""
+    return spec.model_copy(update={
+        "residue_blobs": 4 * spec.residue_blobs, "dust": 3 * spec.dust, "thick_flakes": 3 * spec.thick_flakes,
+        "scratches": 3, "attached_fraction": 0.7,
+    })
 
-    folder, run = work / f"setup{index}" / "images", work / f"setup{index}" / "run"
+
+def render_setup(index: int | str, setup: Any, args: argparse.Namespace, work: Path
+                 ) -> tuple[Path, dict[str, Any], float]:
+    """Render a setup's chip into its image files; (folder, truth per image key, seconds)."""
+    from flakehunter.hardware.simulator.foreign import chip_spec_for, render_foreign_chip, write_tile_file
+
+    folder = work / f"setup{index}" / "images"
     t0 = time.perf_counter()
-    chip = render_foreign_chip(setup, tiles=args.tiles, shape=args.shape)
+    spec = chip_spec_for(setup, args.tiles, args.shape)[0]
+    chip = render_foreign_chip(setup, tiles=args.tiles, shape=args.shape,
+                               spec=cluttered(spec) if args.clutter else None)
     truth = {}
     for tile in chip.tiles:
         path = write_tile_file(tile, folder, setup)
         truth[path.name.split(".")[0]] = tile.flakes
-    render_s = time.perf_counter() - t0
-    cmd = detect_command(folder, run, setup, args.detectors)
+    return folder, truth, time.perf_counter() - t0
+
+
+def run_setup(index: int | str, setup: Any, args: argparse.Namespace, work: Path,
+              rendered: tuple[Path, dict[str, Any], float] | None = None, detectors: list[str] | None = None,
+              run_name: str = "run") -> dict[str, Any]:
+    from flakehunter.candidates import read_candidates
+    from flakehunter.registry import get_registry
+
+    folder, truth, render_s = rendered or render_setup(index, setup, args, work)
+    run = work / f"setup{index}" / run_name
+    detectors = args.detectors if detectors is None else detectors
+    cmd = detect_command(folder, run, setup, detectors)
     t0 = time.perf_counter()
     env = dict(os.environ)
     if args.python_path:  # run another checkout's detector (its folder first on the import path)
@@ -89,6 +117,7 @@ def run_setup(index: int | str, setup: Any, args: argparse.Namespace, work: Path
     detect_s = float(summary.get("wall_s") or cli_s)
     return {
         "index": index,
+        "detectors": ",".join(detectors) or "default",
         "seed": setup.seed,
         "summary": setup.summary(),
         "setup": setup.model_dump(mode="json"),
@@ -99,6 +128,7 @@ def run_setup(index: int | str, setup: Any, args: argparse.Namespace, work: Path
         "truth_flakes": metrics["truth_flakes"],
         "found": metrics["found"],
         "reported": metrics["reported"],
+        "pooled": _counts(metrics),
         "recall": metrics["recall"],
         "precision": metrics["precision"],
         "layer_accuracy": metrics["layer_accuracy"],
@@ -111,6 +141,34 @@ def run_setup(index: int | str, setup: Any, args: argparse.Namespace, work: Path
         "detect_s": round(detect_s, 2),
         "tiles_per_s": round(args.tiles / detect_s, 2) if detect_s > 0 else math.nan,
         "calibration": manifest.get("calibration"),
+    }
+
+
+def _number(value: Any) -> float:
+    return 0.0 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _counts(m: dict[str, Any]) -> dict[str, float]:
+    """What pooling over setups needs: true flakes, found, 1-3L reports, correct ones, layer matches, axis errors."""
+    found, reported, axis_n = _number(m["found"]), _number(m["reported"]), _number(m["orientation_reported"])
+    rms = _number(m["orientation_rms_deg"])
+    return {"truth": _number(m["truth_flakes"]), "found": found, "reported": reported,
+            "correct": _number(m["precision"]) * reported, "layer_ok": _number(m["layer_accuracy"]) * found,
+            "axis_n": axis_n, "axis_sq": rms * rms * axis_n}
+
+
+def pooled(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Recall, precision, layer accuracy and axis RMS over all setups' flakes together."""
+    if not rows:
+        return {}
+    total = {k: sum(r["pooled"][k] for r in rows) for k in rows[0]["pooled"]}
+    return {
+        "recall": total["found"] / total["truth"] if total["truth"] else math.nan,
+        "precision": total["correct"] / total["reported"] if total["reported"] else math.nan,
+        "layer_accuracy": total["layer_ok"] / total["found"] if total["found"] else math.nan,
+        "axis_rms_deg": math.sqrt(total["axis_sq"] / total["axis_n"]) if total["axis_n"] else math.nan,
+        "axis_given": total["axis_n"],
+        "flakes": total["truth"],
     }
 
 
@@ -142,8 +200,8 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def print_row(r: dict[str, Any]) -> None:
-    print(f"{r['index']:>7} {r['summary']:<72} c1L {r['c1L']:+.3f} | truth {r['truth_flakes']:>3} "
+def print_row(r: dict[str, Any], label: str = "") -> None:
+    print(f"{r['index']:>7} {label}{r['summary']:<72} c1L {r['c1L']:+.3f} | truth {r['truth_flakes']:>3} "
           f"rec {_fmt(r['recall'])} prec {_fmt(r['precision'])} layer {_fmt(r['layer_accuracy'])} "
           f"axis {_fmt(r['axis_rms_deg'], 1)}° ({r['axis_reported']}/{r['axis_eligible']}) "
           f"{_fmt(r['tiles_per_s'], 1)} tiles/s", flush=True)
@@ -157,6 +215,10 @@ def main() -> None:
     parser.add_argument("--shape", default="1392x2048", help="tile ROWSxCOLS")
     parser.add_argument("--materials", default="graphene,mos2,wse2,mose2,ws2", help="materials to draw from")
     parser.add_argument("--detectors", default="", help="NAME[,NAME]: passed to detect as --detector NAME")
+    parser.add_argument("--compare", default="",
+                        help="CHAIN;CHAIN (each NAME[,NAME]): score several detector chains on the same images")
+    parser.add_argument("--clutter", action="store_true",
+                        help="cluttered chips: 4x residue, 3x dust and thick debris, 3 scratches, 70 %% terraces")
     parser.add_argument("--min-area-um2", type=float, default=50.0)
     parser.add_argument("--min-area-px", type=float, default=40.0, help="also at least this many pixels")
     parser.add_argument("--control", action="store_true",
@@ -170,6 +232,8 @@ def main() -> None:
     rows_cols = args.shape.lower().split("x")
     args.shape = (int(rows_cols[0]), int(rows_cols[1]))
     args.detectors = [d for d in args.detectors.split(",") if d]
+    if args.out is not None:  # detect runs in the work folder: its paths must not depend on where that is
+        args.out = args.out.resolve()
 
     with tempfile.TemporaryDirectory() as tmp:
         work = args.out or Path(tmp)
@@ -181,6 +245,9 @@ def main() -> None:
         if args.control:
             control = run_setup("control", control_setup(seed=1000 * args.seed), args, work)
             print_row(control)
+        if args.compare:
+            compare(args, work, started)
+            return
         rows = []
         for i in range(args.setups):
             setup = draw_setup(1000 * args.seed + i, materials=tuple(args.materials.split(",")))
@@ -201,6 +268,46 @@ def main() -> None:
         path = args.json or (args.out / "foreign_setups.json" if args.out else Path("foreign_setups.json"))
         path.write_text(json.dumps(result, indent=1, default=str))
         print(f"JSON: {path}")
+
+
+def compare(args: argparse.Namespace, work: Path, started: float) -> None:
+    """Every chain of ``--compare`` on the same rendered setups; side-by-side aggregates and JSON."""
+    from flakehunter.hardware.simulator.setup import draw_setup
+
+    chains = [[d for d in chain.split(",") if d] for chain in args.compare.split(";") if chain.strip()]
+    names = [",".join(c) for c in chains]
+    rows: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    for i in range(args.setups):
+        setup = draw_setup(1000 * args.seed + i, materials=tuple(args.materials.split(",")))
+        rendered = render_setup(i, setup, args, work)
+        for k, (name, chain) in enumerate(zip(names, chains, strict=True)):
+            rows[name].append(run_setup(i, setup, args, work, rendered, chain, run_name=f"run{k}"))
+            print_row(rows[name][-1], label=f"[{k}] ")
+    print(f"\n{args.setups} setups{' (cluttered)' if args.clutter else ''}, {args.tiles} tiles of "
+          f"{args.shape[0]}x{args.shape[1]} px each, 1-3L flakes >= {args.min_area_um2:g} µm² and >= "
+          f"{args.min_area_px:g} px, {time.perf_counter() - started:.0f} s")
+    for k, n in enumerate(names):
+        print(f"  [{k}] {n}")
+    aggs = {n: aggregate(rows[n]) for n in names}
+    pools = {n: pooled(rows[n]) for n in names}
+    width = 12
+    print(f"  {'':<24}" + "".join(f"{f'[{k}]':>{width}}" for k in range(len(names))))
+    for metric in METRICS:
+        for what in ("median", "worst"):
+            print(f"  {metric + ' ' + what:<24}" + "".join(f"{_fmt(aggs[n][metric][what]):>{width}}" for n in names))
+        print(f"  {metric + ' pooled':<24}" + "".join(f"{_fmt(pools[n][metric]):>{width}}" for n in names))
+    print(f"  {'axis given (pooled)':<24}" + "".join(f"{pools[n]['axis_given']:>{width}.0f}" for n in names))
+    speeds = {n: statistics.median([r["tiles_per_s"] for r in rows[n]]) for n in names}
+    print(f"  {'tiles/s (median)':<24}" + "".join(f"{speeds[n]:>{width}.2f}" for n in names))
+    result: dict[str, Any] = {
+        "args": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
+                 if k not in ("out", "json")},
+        "chains": {n: {"aggregate": aggs[n], "pooled": pools[n], "tiles_per_s_median": speeds[n], "setups": rows[n]}
+                   for n in names},
+    }
+    path = args.json or (args.out / "foreign_setups.json" if args.out else Path("foreign_setups.json"))
+    path.write_text(json.dumps(result, indent=1, default=str))
+    print(f"JSON: {path}")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="the dev set folder (images/ and labels/)")
     parser.add_argument("--material", default="wse2")
     parser.add_argument("--pixel-size-um", type=float, default=1.0)
+    parser.add_argument("--detectors", default="", help="detector chain NAME[,NAME] (default: the material's)")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/tmd_devset-DATE-TIME)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder given as --out")
     parser.add_argument("--json", type=Path, help="result file (default: RUN/tmd_devset.json)")
@@ -63,6 +64,8 @@ def main() -> None:
 
     detect = [*FLAKEHUNTER, "detect", str(data / "images"), "--material", args.material,
               "--pixel-size-um", f"{args.pixel_size_um:g}", "--out", str(out)]
+    if args.detectors:
+        detect += ["--detectors", args.detectors]
     evaluate = [*FLAKEHUNTER, "evaluate", str(out), "--truth", str(data / "labels"), "--class-layers", "0=1",
                 "--stray-layers", "1", "--json", "--out", str(out / "evaluation")]
     start = time.perf_counter()

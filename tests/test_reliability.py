@@ -22,7 +22,7 @@ import tifffile
 import yaml
 
 from flakehunter.candidates import read_candidates
-from flakehunter.journal import DONE, FAILED, Journal
+from flakehunter.journal import ACQUIRED, DONE, FAILED, Journal
 from tests.conftest import SMALL_SCAN, deep_update
 
 SLOW_STAGE = {"stage": {"options": {"time_scale": 1, "settle_s": 1.0, "speed_um_s": 0}}}  # ~25 s for the scan
@@ -38,12 +38,13 @@ def start(*args: str) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True)
 
 
-def done_tiles(run_dir: Path) -> int:
+def taken_tiles(run_dir: Path) -> int:
+    """Tiles on disk so far (the detector may hold the first ones for calibration before any is done)."""
     db = run_dir / "journal.sqlite"
     if not db.exists():
         return 0
     with Journal(db) as journal:
-        return len(journal.keys(DONE))
+        return len(journal.keys(ACQUIRED) | journal.keys(DONE))
 
 
 def write(tmp_path: Path, changes: dict, name: str = "scan.yaml") -> Path:
@@ -64,7 +65,7 @@ def test_resume_while_the_scan_runs_is_refused_and_nothing_is_lost(tmp_path: Pat
     run_dir = tmp_path / "run"
     first = start("scan", str(config), "--out", str(run_dir), "--no-progress")
     deadline = time.monotonic() + 120
-    while done_tiles(run_dir) < 2:
+    while taken_tiles(run_dir) < 2:
         assert first.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     second = cli("scan", "--resume", str(run_dir))
@@ -73,6 +74,7 @@ def test_resume_while_the_scan_runs_is_refused_and_nothing_is_lost(tmp_path: Pat
     for other in (["detect", str(run_dir / "tiles"), "--material", "graphene", "--out", str(run_dir)],
                   ["watch", str(tmp_path), "--out", str(run_dir), "--material", "graphene"]):
         refused = cli(*other, timeout=60)
+        assert first.poll() is None, "the scan ended before every refusal was tried; slow its stage down"
         assert refused.returncode == 2 and f"pid {first.pid}" in refused.stderr, refused.stderr
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err

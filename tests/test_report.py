@@ -115,7 +115,7 @@ def test_the_page_is_self_contained_and_holds_every_candidate(scan_run: Path) ->
     assert (run.report / OVERVIEW_PNG).stat().st_size > 100_000
     # The summary: tiles, area, duration, the detector's layer ladder, candidates per class.
     assert "20 (5 rows x 4 columns)" in text and "4.00 mm² region" in text and "duration" in text
-    assert "self-calibrated" in text or "nominal" in text
+    assert "self-calibrated" in text and "<th>layers</th><th>contrast</th>" in text
     for cls in {c.layer_class for c in candidates}:
         assert f"{cls} (" in text  # a filter box per class, with its count
 

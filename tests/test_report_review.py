@@ -180,10 +180,7 @@ def test_reviewed_label_images_calibrate_the_contrast_profile(scan_run: Path, tm
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "profile.json")])
     assert result.exit_code == 0, result.output
     fitted = json.loads((tmp_path / "profile.json").read_text())["layers"]
-    report = json.loads((run / "manifest.json").read_text())["calibration"]["detectors"][0]
-    if "ladder" not in report:
-        pytest.skip("interim: this contrast detector reports no ladder")
-    ladder = report["ladder"]
+    ladder = json.loads((run / "manifest.json").read_text())["calibration"]["detectors"][0]["ladder"]
     compared = 0
     for rung in ladder:
         if str(rung["layers"]) in fitted:
@@ -225,3 +222,17 @@ def test_review_command_serves_until_sigterm_and_leaves_the_verdicts_in_the_repo
     assert read_verdicts(run.review)[cid].verdict == "good"
     assert '"verdict":"good"' in (run.report / "index.html").read_text(encoding="utf-8")
     assert 'content=""' in (run.report / "index.html").read_text(encoding="utf-8")  # no token on disk
+
+
+def test_calibrate_takes_a_reviewed_run_directly(scan_run: Path, tmp_path: Path) -> None:
+    """`calibrate --from-review RUN` turns the good verdicts into labels itself and fits the same layers."""
+    run = copy_run(scan_run, tmp_path / "run")
+    review(run, {c.id: "good" for c in read_candidates(run) if c.layers in (1, 2, 3)})
+    result = CliRunner().invoke(app, ["calibrate", "--material", "graphene", "--from-review", str(run),
+                                      "--out", str(tmp_path / "profile.json")])
+    assert result.exit_code == 0, result.output
+    fitted = json.loads((tmp_path / "profile.json").read_text())["layers"]
+    assert {"1", "2", "3"} <= set(fitted)
+    refused = CliRunner().invoke(app, ["calibrate", "--material", "graphene", "--from-review", str(run), "--from-gmm",
+                                       str(tmp_path / "x.json"), "--out", str(tmp_path / "p2.json")])
+    assert refused.exit_code == 2

@@ -213,12 +213,21 @@ class ScanRunner:
         if record.written is None:
             self._journal_acquired(record)
         else:  # journaled the moment its file is on disk, on the writer thread, so a resume never takes it again
+            # The worker waits for the journal entry, not just the file: a waiter on the write's own future can
+            # wake before its callbacks run, analyse the tile and mark it done, and then be overwritten.
+            journaled: Future[None] = Future()
 
             def written(done: Future[None]) -> None:
-                if done.exception() is None:
+                try:
+                    done.result()
                     self._journal_acquired(record)
+                except BaseException as exc:
+                    journaled.set_exception(exc)
+                else:
+                    journaled.set_result(None)
 
             record.written.add_done_callback(written)
+            record.written = journaled
         self._put((record, self.retake and not refocus))
 
     def _journal_acquired(self, record: TileRecord) -> None:

@@ -36,7 +36,7 @@ class OptimisationSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     out: Path = Field(description="output folder: checkpoints, logs, plots")
-    model: str = Field("small-cnn", description="small-cnn, resnet18 or resnet50")
+    model: str = Field("small-cnn", description="small-cnn, resnet18 or resnet50; unet for --task segment")
     width: int = Field(16, ge=1, le=256, description="small-cnn base width (channels of the first conv)")
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(32, ge=2)
@@ -72,11 +72,13 @@ class OptimisationSpec(BaseModel):
 class TrainRecipe(OptimisationSpec):
     """Everything ``flakehunter train`` needs. See docs/training.md for each field."""
 
-    task: Literal["classify", "angle"]
+    task: Literal["classify", "angle", "segment"]
     data: Path
     val: Path | None = Field(None, description="validation dataset; default: hold out val_fraction of data")
     val_fraction: float = Field(0.2, ge=0, lt=1, description="held out when no val is given; 0 = no validation")
-    format: Literal["auto", "imagefolder", "csv", "axis", "label-images", "simulator"] = "auto"
+    format: Literal[
+        "auto", "imagefolder", "csv", "axis", "label-images", "simulator", "coco", "yolo", "instance-mask"
+    ] = "auto"
     label_column: str | None = None
     limit: int | None = Field(None, ge=1, description="train on only N labelled images (stratified, seeded)")
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -91,9 +93,28 @@ class TrainRecipe(OptimisationSpec):
     material: str | None = Field(None, description="angle task: take the period from this material")
     label_crop_px: int = Field(64, ge=8, description="label images: crop size around each region")
     min_region_px: int = Field(20, ge=1, description="label images: smallest region that becomes a sample")
+    init_weights: Path | None = Field(
+        None, description="start from these weights: a plain state dict (a detector's shipped model.pt) or a train "
+                          "checkpoint; fine-tuning on a few labelled images starts here")
+    pixel_size_um: float | None = Field(
+        None, gt=0, description="segment: camera pixel size of images whose metadata has none (default 1 µm)")
+    draws_per_image: int = Field(8, ge=1, description="segment: training windows drawn per image and epoch")
+    class_layers: str | None = Field(
+        None, description="segment, COCO/YOLO/instance masks: class id or name -> layer count, e.g. '0=1,bulk=none'")
 
     @model_validator(mode="after")
     def _weights_exclusive(self) -> TrainRecipe:
+        if self.task == "segment":
+            if "model" not in self.model_fields_set:
+                self.model = "unet"
+            if self.model != "unet":
+                raise ValueError(f"--task segment trains the unet model, not {self.model!r}")
+            if self.pretrained_weights is not None or self.backbone_weights is not None or self.freeze_backbone:
+                raise ValueError("--task segment: start from --init-weights, not pretrained or backbone weights")
+            if self.balance != "none":
+                raise ValueError("--task segment weighs classes per pixel itself; leave balance at none")
+        elif self.model == "unet":
+            raise ValueError("the unet model is for --task segment")
         if self.pretrained_weights is not None and self.backbone_weights is not None:
             raise ValueError("give pretrained_weights or backbone_weights, not both")
         if self.freeze_backbone and self.pretrained_weights is None and self.backbone_weights is None:
@@ -131,7 +152,7 @@ def load_recipe_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(path, None, "a recipe must be a mapping of field: value")
-    for key in ("data", "val", "out", "pretrained_weights", "backbone_weights"):
+    for key in ("data", "val", "out", "pretrained_weights", "backbone_weights", "init_weights"):
         value = data.get(key)
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
             data[key] = str(path.parent / value)

@@ -1,4 +1,4 @@
-"""Supervised training: classification and angle regression, with checkpoints, resume and early stopping.
+"""Supervised training: classification, angle regression and segmentation, with checkpoints, resume and early stopping.
 
 ``Trainer(recipe).run()`` trains and writes into ``recipe.out``:
 
@@ -7,7 +7,10 @@
                 reproduces an uninterrupted run exactly: data order and augmentation are keyed by
                 (seed, epoch, draw), and torch's RNG (dropout) is restored.
 * ``best.pt``   the weights of the best validation epoch (accuracy for classify, RMS angle error for
-                angle; the last epoch when there is no validation set). ``evaluate-model`` reads either.
+                angle, mean IoU for segment; the last epoch when there is no validation set). ``evaluate-model``
+                reads either.
+* ``model.pt``, ``model.json``   the best weights as a plain state dict (what a detector plugin loads with
+                ``weights_only=True``, e.g. cnn-thickness ``weights:``) and what rebuilds and feeds the network.
 * ``log.csv`` (and ``tensorboard/`` when installed), ``curves.png``, ``recipe.yaml``, ``summary.json``.
 """
 
@@ -47,6 +50,8 @@ from flakehunter.training.plots import training_curves_png
 from flakehunter.training.recipe import TrainRecipe
 from flakehunter.training.sampling import EpochSampler, balance_report
 from flakehunter.training.schedule import build_optimizer, build_scheduler
+from flakehunter.training.segment_data import SegmentData
+from flakehunter.training.segment_train import SegmentDataset
 from flakehunter.training.torchdata import ImageDataset, ImageLoader, channel_stats
 
 log = logging.getLogger(__name__)
@@ -55,8 +60,8 @@ CHECKPOINT_VERSION = 1
 
 
 def metric_name(task: str) -> str:
-    """The validation metric that picks the best epoch: accuracy (higher is better) or rms_deg (lower)."""
-    return "accuracy" if task == "classify" else "rms_deg"
+    """The validation metric that picks the best epoch: accuracy or mean_iou (higher is better), rms_deg (lower)."""
+    return {"classify": "accuracy", "segment": "mean_iou"}.get(task, "rms_deg")
 
 
 def is_better(task: str, value: float, best: float | None, min_delta: float = 0.0,
@@ -69,7 +74,7 @@ def is_better(task: str, value: float, best: float | None, min_delta: float = 0.
     """
     if best is None:
         return True
-    if task != "classify":
+    if task not in ("classify", "segment"):
         return value < best - min_delta
     if value > best + min_delta:
         return True
@@ -170,10 +175,16 @@ class Trainer:
         self.device = resolve_device(r.device)
         self.use_amp = bool(r.amp and self.device == "cuda")
         torch.manual_seed(r.seed)
-        self.train_data, self.val_data = load_training_data(r)
-        classes = self.train_data.classes
+        self.loss_weights: torch.Tensor | None = None
+        if r.task == "segment":
+            self._build_segment()
+            return
+        train_data, val_data = load_training_data(r)
+        self.train_data: LabelledData | SegmentData = train_data
+        self.val_data: LabelledData | SegmentData | None = val_data
+        classes = train_data.classes
         self.spec = ModelSpec(
-            name=r.model, task=r.task, num_classes=len(classes), period_deg=self.train_data.period_deg or 0.0,
+            name=r.model, task=r.task, num_classes=len(classes), period_deg=train_data.period_deg or 0.0,
             width=r.width, dropout=r.dropout,
         )
         self.model = build_network(self.spec)
@@ -187,17 +198,19 @@ class Trainer:
             # Fine-tuning sees images standardised as in pretraining.
             preprocess.update(mean=list(data["preprocess"]["mean"]), std=list(data["preprocess"]["std"]))
         if "mean" not in preprocess:
-            preprocess.update(channel_stats(self.train_data.samples, self.loader, r.crop, seed=r.seed))
+            preprocess.update(channel_stats(train_data.samples, self.loader, r.crop, seed=r.seed))
         self.preprocess = preprocess
         if r.freeze_backbone:
             self.model.freeze_backbone()
+        if r.init_weights is not None:
+            load_init_weights(self.model, r.init_weights)
         self.model.to(self.device)
 
-        period = self.train_data.period_deg or 30.0
-        labels = [int(s.target) for s in self.train_data.samples] if r.task == "classify" else None
-        self.sampler = EpochSampler(labels, len(self.train_data.samples), r.balance, r.seed)
-        self.train_set = ImageDataset(
-            self.train_data.samples, self.loader, Augmenter(r.augment, r.crop, r.task, period),
+        period = train_data.period_deg or 30.0
+        labels = [int(s.target) for s in train_data.samples] if r.task == "classify" else None
+        self.sampler = EpochSampler(labels, len(train_data.samples), r.balance, r.seed)
+        self.train_set: ImageDataset | SegmentDataset = ImageDataset(
+            train_data.samples, self.loader, Augmenter(r.augment, r.crop, r.task, period),
             mean=preprocess["mean"], std=preprocess["std"], seed=r.seed, train=True,
         )
         self.train_loader = DataLoader(
@@ -205,9 +218,9 @@ class Trainer:
             drop_last=len(self.sampler) > r.batch_size, pin_memory=self.device == "cuda",
         )
         self.val_loader = None
-        if self.val_data is not None:
+        if val_data is not None:
             val_set = ImageDataset(
-                self.val_data.samples, self.loader, Augmenter(None, r.crop, r.task, period),
+                val_data.samples, self.loader, Augmenter(None, r.crop, r.task, period),
                 mean=preprocess["mean"], std=preprocess["std"],
             )
             self.val_loader = DataLoader(val_set, batch_size=max(r.batch_size, 64), num_workers=r.num_workers)
@@ -215,6 +228,38 @@ class Trainer:
         self.optimizer = build_optimizer(self.model.parameters(), r)
         self.scheduler = build_scheduler(self.optimizer, r, len(self.train_loader))
         self.scaler = torch.amp.GradScaler(self.device, enabled=self.use_amp)
+
+    def _build_segment(self) -> None:
+        from flakehunter.training.segment_train import build_segment
+
+        r = self.recipe
+        built = build_segment(r, self.device)
+        self.train_data, self.val_data = built.train_data, built.val_data
+        self.spec, self.model, self.preprocess = built.spec, built.model, built.preprocess
+        if r.init_weights is not None:
+            load_init_weights(self.model, r.init_weights)
+        self.model.to(self.device)
+        self.loss_weights = built.weights.to(self.device)
+        self.class_pixels = built.class_pixels
+        self.sampler = EpochSampler(None, len(built.train_set), "none", r.seed)
+        self.train_set = built.train_set
+        self.train_loader = DataLoader(
+            self.train_set, batch_size=r.batch_size, sampler=self.sampler, num_workers=r.num_workers,
+            drop_last=len(self.sampler) > r.batch_size, pin_memory=self.device == "cuda",
+        )
+        self.val_loader = None if built.val_set is None else DataLoader(
+            built.val_set, batch_size=max(r.batch_size, 16), num_workers=r.num_workers)
+        self.balance = None
+        self.optimizer = build_optimizer(self.model.parameters(), r)
+        self.scheduler = build_scheduler(self.optimizer, r, len(self.train_loader))
+        self.scaler = torch.amp.GradScaler(self.device, enabled=self.use_amp)
+
+    def _loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.recipe.task == "segment":
+            from flakehunter.training.segment_train import segment_loss
+
+            return segment_loss(output, target, self.loss_weights)
+        return task_loss(self.model, output, target)
 
     def _checkpoint(self, epoch: int, history: list[dict[str, Any]], best: dict[str, Any], bad_epochs: int,
                     stopped_early: bool, full: bool = True) -> dict[str, Any]:
@@ -228,6 +273,7 @@ class Trainer:
             "classes": list(self.train_data.classes),
             "period_deg": self.train_data.period_deg,
             "preprocess": self.preprocess,
+            "class_weights": None if self.loss_weights is None else self.loss_weights.cpu().tolist(),
             "recipe": r.model_dump(mode="json"),
             "data": {"train": len(self.train_data.samples),
                      "val": len(self.val_data.samples) if self.val_data is not None else 0},
@@ -306,6 +352,7 @@ class Trainer:
             logger.close()
         summary = self._summary(history, best, stopped_early, time.perf_counter() - t_start)
         training_curves_png(self.out / "curves.png", history, metric_name(r.task))
+        export_weights(self.out / "best.pt", self.out / "model.pt", summary)
         write_json_atomic(self.out / "summary.json", summary)
         return summary
 
@@ -322,7 +369,7 @@ class Trainer:
             y = y.to(self.device, non_blocking=True)
             with torch.autocast(device_type=self.device, dtype=torch.float16, enabled=self.use_amp):
                 output = self.model(x)
-            loss = task_loss(self.model, output, y)
+            loss = self._loss(output, y)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if r.clip_grad_norm is not None:
@@ -335,7 +382,14 @@ class Trainer:
             count += len(x)
         row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total / max(count, 1),
                                "lr": float(self.optimizer.param_groups[0]["lr"])}
-        if self.val_loader is not None:
+        if self.val_loader is not None and r.task == "segment":
+            from flakehunter.training.segment_train import validate_segment
+
+            row["val_loss"], metrics = validate_segment(self.model, self.val_loader, self.device, self.loss_weights,
+                                                        self.train_data.classes, self.use_amp)
+            row["val_mean_iou"] = metrics["mean_iou"]
+            row["val_thin_iou"] = metrics["thin_iou"]
+        elif self.val_loader is not None:
             output, target = predict(self.model, self.val_loader, self.device, self.use_amp)
             row["val_loss"] = float(task_loss(self.model, output, target))
             metrics = score(self.model, output, target, self.train_data.classes)
@@ -366,6 +420,9 @@ class Trainer:
             what += f", {len(v.samples)} validation"
         if t.task == "classify":
             what += "; classes " + ", ".join(f"{k} {n}" for k, n in t.class_counts().items())
+        elif t.task == "segment":
+            what += "; pixels per class " + ", ".join(f"{k} {n}" for k, n in zip(t.classes, self.class_pixels,
+                                                                                   strict=True))
         else:
             what += f"; angle period {t.period_deg}°"
         self.echo(what)
@@ -404,7 +461,7 @@ def _epoch_line(row: dict[str, Any], epochs: int, metric: str) -> str:
     if "val_loss" in row:
         parts.append(f"val_loss {row['val_loss']:.4f}")
         value = row[f"val_{metric}"]
-        parts.append(f"val_{metric} {value:.4f}" if metric == "accuracy" else f"val_{metric} {value:.2f}")
+        parts.append(f"val_{metric} {value:.4f}" if metric != "rms_deg" else f"val_{metric} {value:.2f}")
     parts += [f"lr {row['lr']:.2e}", f"{row['time_s']:.1f} s"]
     return "  ".join(parts)
 
@@ -413,3 +470,35 @@ def recipe_from_checkpoint(path: Path) -> TrainRecipe:
     """The recipe a run was started with (``--resume`` continues with it)."""
     ckpt = load_checkpoint(path)
     return TrainRecipe.model_validate(ckpt["recipe"])
+
+
+def load_init_weights(model: nn.Module, path: Path) -> None:
+    """Start ``model`` from ``path``: a plain state dict (model.pt, a detector's shipped weights) or a train
+    checkpoint; a file of another architecture is an InputError naming the mismatching keys."""
+    from flakehunter.models.weights import _load_strict, read_weights_file
+
+    data = read_weights_file(path, "--init-weights")
+    if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
+        data = data["state_dict"]
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                             for k, v in data.items()):
+        raise InputError(f"--init-weights: {path} is neither a state dict of tensors nor a train checkpoint")
+    _load_strict(model, data, f"--init-weights: {path} does not fit this model")
+
+
+def export_weights(checkpoint: Path, out: Path, summary: dict[str, Any]) -> None:
+    """Write the weights of ``checkpoint`` as a plain state dict (``out``) and ``out``.json: the model spec,
+    classes or period, preprocessing and the validation result, which is all a detector needs besides."""
+    from flakehunter.training.checkpoint import save_checkpoint
+
+    if not checkpoint.is_file():
+        return
+    ckpt = load_checkpoint(checkpoint)
+    save_checkpoint(out, dict(ckpt["state_dict"]))
+    card = {
+        "format": "flakehunter.model", "version": 1, "weights": out.name, "task": ckpt["task"],
+        "model": ckpt["model"], "classes": ckpt["classes"], "period_deg": ckpt["period_deg"],
+        "preprocess": ckpt["preprocess"], "epoch": ckpt["epoch"], "best": ckpt["best"],
+        "final": summary.get("final"),
+    }
+    write_json_atomic(out.with_suffix(".json"), card)

@@ -1,8 +1,11 @@
-"""Built-in detector plugin ``contrast``: thin flakes by thin-film optical contrast.
+"""Built-in detector plugin ``contrast``: thin flakes by their optical contrast, on any setup.
 
-Everything the classical detector needs lives here: background and flat field (`background`), the
-layer model (`layers`), self-calibration (`calibration`), measured material profiles (`profile`),
-the crystal axis from straight edges (`axis`), and its ``flakehunter calibrate`` command (`cli`).
+Everything the classical detector needs lives here: background and flat field (`background`), plateaus
+found without a model (`plateaus`), the layer ladder learnt from the data (`ladder`, its search in
+`ladder_search`), setups that share a ladder (`setups`), focus relative to the run (`focus`), per-layer
+contrasts from the model or a measured profile (`layers`, `calibration`, `profile`), the crystal axis
+from straight edges (`axis`), and its ``flakehunter calibrate`` command (`cli`). docs/detection.md
+explains the method and its numbers.
 """
 
 from __future__ import annotations

@@ -107,7 +107,8 @@ def _vertex_indices(contour: np.ndarray, vertices: np.ndarray) -> list[int]:
     out: list[int] = []
     pos = 0
     for v in vertices:
-        hits = np.flatnonzero(np.all(np.isclose(contour[pos:], v), axis=1))
+        # approximate_polygon keeps points of the contour itself, so exact equality finds them.
+        hits = np.flatnonzero((contour[pos:, 0] == v[0]) & (contour[pos:, 1] == v[1]))
         if hits.size == 0:
             continue
         pos += int(hits[0])
@@ -223,28 +224,6 @@ def region_orientation(
         padded, 0.5, min_length_px=min_length_px, max_residual_px=max_residual_px, keep=lambda run: _on(near, run)
     )
     return fold(edges, period_deg)
-
-
-def edge_sharpness(contrast: np.ndarray, region: np.ndarray, plateau: np.ndarray) -> float:
-    """How steeply a region's edge rises, in plateau heights per pixel (the median along its rim).
-
-    A focused edge blurred by σ pixels rises by about 1/(2.5·σ) per pixel at its middle; a defocused
-    one is much softer, and its plateau (hence its layer count) cannot be trusted.
-    """
-    import cv2
-
-    norm2 = float(np.dot(plateau, plateau))
-    if norm2 <= 0:
-        return 0.0
-    profile = (contrast.astype(np.float32) @ plateau.astype(np.float32)) / norm2
-    gx = cv2.Sobel(profile, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(profile, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    grown = cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    shrunk = cv2.erode(region.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    rim = grown & ~shrunk
-    if not rim.any():
-        return 0.0
-    return float(np.percentile(np.hypot(gx, gy)[rim], 50))
 
 
 def _on(mask: np.ndarray, run: np.ndarray, share: float = 0.8) -> bool:

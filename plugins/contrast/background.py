@@ -41,12 +41,17 @@ def _terms(degree: int) -> list[tuple[int, int]]:
 
 
 def robust_surface(
-    values: np.ndarray, degree: int, iterations: int = 6, start_window: float | None = None
+    values: np.ndarray, degree: int, iterations: int = 6, start_window: float | None = None, trimmed: bool = True,
+    start_centre: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit a 2-D polynomial to a (rows, cols) grid with Tukey-biweight reweighting.
 
-    With ``start_window``, the first fit uses only the cells within that distance of the values'
-    histogram mode (the bare substrate), so a tile mostly covered by a thick flake starts right.
+    With ``start_window`` (and ``trimmed``), the fit starts from the better of two least-trimmed-squares
+    starts (the half of the cells that the surface fits best, refined a few times): one from the cells within
+    ``start_window`` of the values' histogram mode (the bare substrate), one from all cells. The mode alone
+    can mislead: a large uniform flake makes a sharper histogram peak than substrate spread out by
+    vignetting. Without ``trimmed``, the first fit uses the cells near the mode only. ``start_centre``
+    replaces the mode where the substrate's level is known beforehand.
     Returns (coefficient matrix A of shape (degree+1, degree+1) for ``R @ A @ C.T``, inlier weights
     of the grid). Grid cells far from the surface (flakes, dust) end with weight 0.
     """
@@ -56,15 +61,33 @@ def robust_surface(
     design = np.stack([np.outer(br[:, i], bc[:, j]).ravel() for i, j in terms], axis=1)
     y = values.ravel().astype(np.float64)
     w = np.ones_like(y)
-    if start_window is not None:
-        near_mode = np.abs(y - histogram_mode(y)) <= start_window
+
+    def solve(weights: np.ndarray) -> np.ndarray:
+        # Weighted normal equations: k x k, far cheaper than a least-squares solve on all cells.
+        dw = design * weights[:, None]
+        return np.linalg.solve(dw.T @ design + 1e-9 * np.eye(len(terms)), dw.T @ y)
+
+    centre = start_centre if start_centre is not None else (histogram_mode(y) if start_window is not None else 0.0)
+    if start_window is not None and not trimmed:
+        near_mode = np.abs(y - centre) <= start_window
         if near_mode.sum() > len(terms) * 3:
             w = near_mode.astype(float)
+    elif start_window is not None and len(y) > len(terms) * 6:
+        near_mode = np.abs(y - centre) <= start_window
+        starts = [near_mode.astype(float)] if near_mode.sum() > len(terms) * 3 else []
+        starts.append(np.ones_like(y))
+        best_cost = np.inf
+        for start in starts:
+            keep = start
+            for _ in range(4):  # concentration steps on the best-fitting half
+                resid = np.abs(y - design @ solve(keep))
+                keep = (resid <= np.median(resid)).astype(float)
+            cost = float(np.sum(np.sort(resid)[: len(y) // 2] ** 2))
+            if cost < best_cost:
+                best_cost, w = cost, keep
     coef = np.zeros(len(terms))
     for _ in range(iterations):
-        # Weighted normal equations: k x k, far cheaper than a least-squares solve on all cells.
-        dw = design * w[:, None]
-        coef = np.linalg.solve(dw.T @ design + 1e-9 * np.eye(len(terms)), dw.T @ y)
+        coef = solve(w)
         resid = y - design @ coef
         scale = 1.4826 * np.median(np.abs(resid[w > 0])) + 1e-6
         u = resid / (4.685 * scale)
@@ -126,11 +149,17 @@ class BackgroundModel:
         flat = np.exp(self._sum_log / self._count)
         return (flat / flat.mean(axis=(0, 1), keepdims=True)).astype(np.float32)
 
-    def background(self, image: np.ndarray) -> np.ndarray:
-        """Background intensity of ``image`` (rows, cols, channels) as float32, and learn from it."""
+    def background(self, image: np.ndarray, blocks: np.ndarray | None = None, learn: bool = True,
+                   expected: np.ndarray | None = None) -> np.ndarray:
+        """Background intensity of ``image`` (rows, cols, channels) as float32, and learn from it.
+
+        ``blocks``: the image's `block_means`, when the caller has them already. ``learn=False`` keeps an
+        atypical image (one mostly covered by a flake) out of the flat field. ``expected``: the substrate's
+        level per channel, when known from earlier images: on top of a learnt flat field the fit starts
+        from it rather than from the histogram's mode, which a big uniform flake can take over."""
         img = image if image.ndim == 3 else image[..., None]
         rows, cols, channels = img.shape
-        blocks = block_means(img)
+        blocks = block_means(img) if blocks is None else blocks
         if self._measured is not None:
             if self._measured.shape != blocks.shape:
                 raise InputError(
@@ -152,10 +181,13 @@ class BackgroundModel:
                 surfaces[..., ch] = np.exp(evaluate_surface(a, *blocks.shape[:2]))
             else:
                 # Level and a gentle tilt (oxide gradient) on top of the learnt flat field.
-                a, w = robust_surface(log_blocks[..., ch] - np.log(flat[..., ch]), 1, start_window=0.08)
+                # (a flat field learnt from several tiles leaves only a gentle correction: no trimmed start)
+                a, w = robust_surface(log_blocks[..., ch] - np.log(flat[..., ch]), 1, start_window=0.08,
+                                      trimmed=False,
+                                      start_centre=None if expected is None else float(np.log(expected[ch])))
                 surfaces[..., ch] = flat[..., ch] * np.exp(evaluate_surface(a, *blocks.shape[:2]))
             inliers[ch] = float((w > 0.5).mean())
-        if inliers.min() >= self.min_inliers and self._measured is None:
+        if learn and inliers.min() >= self.min_inliers and self._measured is None:
             self._learn(surfaces)
         full = cv2.resize(surfaces, (cols, rows), interpolation=cv2.INTER_LINEAR)
         return full.reshape(rows, cols, channels)

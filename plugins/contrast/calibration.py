@@ -1,16 +1,11 @@
-"""Self-calibration: the chip's real oxide thickness (and lamp/camera colour) from its own images.
+"""The oxide thickness whose thin-film curve passes closest to measured per-layer contrasts.
 
-The contrast of every layer count depends on the oxide thickness, which is off its nominal value by
-several nm from batch to batch, and on the lamp and camera. Few-layer flakes are common in any scan,
-and their plateau contrasts cluster on the thin-film curve of the *real* oxide. So:
-
-1. `sample_plateaus` finds uniform, non-substrate regions in an image (low contrast gradient) and
-   returns their median contrast and area;
-2. `fit_oxide` finds the oxide thickness (and, optionally, a small per-channel gain for a different
-   lamp or camera) whose curve of 1..K layers passes closest to those points, with a truncated
-   quadratic loss so that thick flakes, residue and dust (off the curve) do not pull it.
-
-No labels are needed; with too little evidence the nominal model stays in use and the report says so.
+A material profile (`profile`) records, besides its measured per-layer contrasts, the oxide that best
+explains them: `fit_oxide` finds the oxide thickness (and, optionally, a small per-channel gain for another
+lamp or camera) whose curve of 1..K layers passes closest to the points, with a truncated quadratic loss
+so that points off the curve (thick flakes, residue) do not pull it, within ±``search_nm`` of the nominal
+value. The detector itself no longer fits the oxide this way: it learns a layer ladder from the data
+(`ladder`), which searches every oxide and the camera's response.
 """
 
 from __future__ import annotations
@@ -51,40 +46,6 @@ class Calibration:
             out["note"] = self.note
         out.update(self.extra)
         return out
-
-
-def sample_plateaus(
-    contrast: np.ndarray, gate: float, *, min_area_px: int = 25, max_regions: int = 400
-) -> tuple[np.ndarray, np.ndarray]:
-    """Median contrast (N, channels) and area (N,) of uniform non-substrate regions of one image."""
-    import cv2
-
-    channels = contrast.shape[-1]
-    smooth = cv2.GaussianBlur(contrast, (0, 0), 1.0).reshape(contrast.shape)
-    grad2 = np.zeros(contrast.shape[:2], np.float32)
-    for ch in range(channels):
-        plane = smooth[..., ch] if channels > 1 else smooth.reshape(contrast.shape[:2])
-        grad2 += cv2.Sobel(plane, cv2.CV_32F, 1, 0, ksize=3) ** 2 + cv2.Sobel(plane, cv2.CV_32F, 0, 1, ksize=3) ** 2
-    # Sobel's 3x3 kernel sums to 4x a unit-step gradient. Flat means well below a layer's step per pixel,
-    # but never below the gradient that noise alone makes (low-contrast materials, noisy cameras).
-    gradient = np.sqrt(grad2) / 4.0
-    noise = float(np.median(gradient[::4, ::4]))
-    flat = gradient < max(0.25 * gate, 3.0 * noise)
-    deviating = np.linalg.norm(contrast, axis=-1) >= gate
-    mask = (flat & deviating).astype(np.uint8)
-    _count, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    big = np.flatnonzero(areas >= min_area_px)
-    keep = big[:: max(1, int(np.ceil(len(big) / max_regions)))] + 1  # thin out only if there are very many
-    if keep.size == 0:
-        return np.zeros((0, channels)), np.zeros(0)
-    order = np.argsort(comp[mask > 0])
-    labels_sorted = comp[mask > 0][order]
-    values_sorted = contrast[mask > 0][order]
-    starts = np.searchsorted(labels_sorted, keep)
-    ends = np.searchsorted(labels_sorted, keep, side="right")
-    medians = np.array([np.median(values_sorted[s:e], axis=0) for s, e in zip(starts, ends, strict=True)])
-    return medians.reshape(-1, channels), stats[keep, cv2.CC_STAT_AREA].astype(float)
 
 
 def curve_nodes(material: Material, oxide_nm: float, max_layers: int, channels: int = 3) -> np.ndarray:

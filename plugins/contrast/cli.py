@@ -38,6 +38,10 @@ def calibrate(
     from_gmm: Annotated[
         Path | None, typer.Option("--from-gmm", help="Convert 2DMatGMM contrast parameters instead of fitting.")
     ] = None,
+    from_review: Annotated[
+        list[Path] | None,
+        typer.Option("--from-review", help="Use the candidates marked good in this reviewed run as labels (repeat)."),
+    ] = None,
 ) -> None:
     """Fit per-layer contrast distributions from labelled images and save them as a material profile."""
     from flakehunter.errors import InputError
@@ -54,11 +58,15 @@ def calibrate(
     except InputError as exc:
         raise InputError(f"--material: {exc}") from None
     if from_gmm is not None:
-        if images or labels:
-            raise InputError("--from-gmm converts a parameter file; give no images or --labels with it")
+        if images or labels or from_review:
+            raise InputError("--from-gmm converts a parameter file; give no images, --labels or --from-review with it")
         profile = profile_from_gmm(from_gmm, material, name or out.stem)
     else:
-        pairs = _pairs(images or [], labels or [])
+        pairs = _pairs(images or [], labels or []) if (images or labels or not from_review) else []
+        if from_review:
+            from flakehunter.report.labels import review_label_images
+
+            pairs += review_label_images(from_review, out.with_name(out.stem + "-review-labels"))
         contrasts, label_images = _contrasts(pairs, mat, oxide_nm, tuple(flatfield or ()))
         profile = fit_profile(
             mat,

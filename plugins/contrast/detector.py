@@ -1,20 +1,30 @@
-"""The classical contrast detector: background, contrast, per-layer windows, regions.
+"""The classical contrast detector: plateaus found without a model, layer counts from a learnt ladder.
 
 Steps per image:
 
-1. background per channel (robust surface fit, then the flat field learnt from earlier tiles);
-2. contrast C = I / background − 1, lightly smoothed against shot noise;
-3. each pixel is given a layer count if its contrast lies in that layer's window of the material's
-   thin-film model, "substrate" near zero, "other" elsewhere (thick flakes, residue, dust);
-4. per reported layer count, connected regions after a majority filter;
-5. rejection of halos: the blurred rim of any flake passes through thinner layers' colours, so a
-   region must keep a core outside a band around every pixel of another class;
-6. layer count from the region's median core contrast, area, and a score from how well the
-   contrast fits its window.
+1. the image's setup (`setups`): the images taken the same way share a flat field, a ladder and a focus
+   history; a folder of photos from several microscopes or chips gets one per setup;
+2. background per channel (robust surface fit, then the setup's flat field) and contrast
+   C = I / background − 1;
+3. plateaus (`plateaus`): uniform regions that differ from the substrate, found from edges and interior
+   uniformity in units of the image's own noise; scratches, lines, rims of thick flakes, textured residue
+   and hazy halos are rejected by shape and texture;
+4. focus (`focus`): the image's edge sharpness against the sharpest images of its setup; a clearly softer
+   image is flagged ``out_of_focus`` (a scan retakes it once);
+5. the ladder (`ladder`): the setup's plateaus so far, clustered, and the ladder 1L, 2L, 3L ... that fits
+   them, with the thin-film model as a prior on direction and spacing only; or a ladder pinned by a
+   measured profile (``profile``) or by the model at the nominal oxide (``calibration: nominal``);
+6. each plateau on a reported rung becomes a detection, with its crystal axis from straight edges.
+
+Where no ladder can be found, thin-looking plateaus are reported as ``layer_class="thin"`` with
+``layers=None`` (unclassified) rather than dropped. An image that is out of focus still reports its
+plateaus: those whose layer count the blur cannot have changed (wide interiors) keep it, the others are
+reported as ``thin``; all of them with half the score and ``extra["soft"] = True``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,43 +37,62 @@ from pydantic import BaseModel, ConfigDict, Field
 from flakehunter.analysis.detector import Detection, DetectionContext
 from flakehunter.config import ExistingFile
 from flakehunter.errors import InputError
-from flakehunter.plugins.contrast.axis import AxisEstimate, edge_sharpness, region_orientation
-from flakehunter.plugins.contrast.background import BackgroundModel
-from flakehunter.plugins.contrast.calibration import Calibration, fit_oxide, sample_plateaus
-from flakehunter.plugins.contrast.layers import LayerModel
+from flakehunter.plugins.contrast.axis import AxisEstimate, region_orientation
+from flakehunter.plugins.contrast.background import block_means
+from flakehunter.plugins.contrast.focus import image_sharpness
+from flakehunter.plugins.contrast.ladder import LadderFit, model_rungs, no_ladder, pinned_ladder
+from flakehunter.plugins.contrast.ladder_search import rung_spread
+from flakehunter.plugins.contrast.plateaus import (
+    Plateau,
+    PlateauParams,
+    RejectRules,
+    find_plateaus,
+    reject_reason,
+    saturation_mask,
+)
 from flakehunter.plugins.contrast.profile import MaterialProfile, load_profile, profile_dirs
+from flakehunter.plugins.contrast.setups import Setup, SetupBook
 from flakehunter.tiles import ImageMeta
 
 log = logging.getLogger(__name__)
 
-#: A focused edge rises by about 1/(2.5 σ) per pixel; with σ of a pixel or more (the optics' blur sampled at
-#: coarse pixels) that is ~0.3-0.4/px on the simulator, so a per-pixel threshold above this would flag focused tiles.
-MAX_SHARPNESS_THRESHOLD_PX = 0.25
+#: A plateau further than this from its rung (in rung spreads) is not given that layer count.
+MAX_RUNG_DISTANCE = 3.0
+#: In a soft image, a plateau keeps its layer count only if its inscribed width is at least this many
+#: pixels (blur pulls the contrast of narrower plateaus towards the substrate) and it sits close to its rung.
+SOFT_MIN_WIDTH_PX = 8.0
+SOFT_MAX_RUNG_DISTANCE = 2.0
+#: A plateau whose step stands this many noise σ high counts fully towards the ladder; fainter ones less.
+SALIENT_STEP_Z = 8.0
+#: Plateaus smaller than this count little towards the ladder (dust specks reach ~50 µm²).
+LADDER_MIN_AREA_UM2 = 80.0
+#: After this many images, a setup's pool examines only plateaus on its ladder's rungs for straight edges.
+MATURE_POOL_IMAGES = 8
+#: Weight factor of a plateau without any straight edge (residue, dust) as ladder evidence.
+ROUND_WEIGHT = 0.3
+#: Without a ladder, a plateau is "thin" when its contrast is within this factor of the largest 3L contrast
+#: the thin-film model gives on any oxide.
+THIN_ENVELOPE = 1.5
 
 
 class ContrastOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     report_layers: list[int] | None = Field(None, description="Layer counts to report; default: the material's targets")
-    max_model_layers: int = Field(12, ge=1, le=40, description="Thickest class modelled, so thicker is not mistaken")
+    max_model_layers: int = Field(
+        6, ge=2, le=12, description="Rungs of the ladder modelled, so that thicker is not mistaken for thin"
+    )
     min_area_um2: float = Field(25.0, gt=0, description="Smallest region reported (a ~5 µm flake)")
-    smoothing_px: int = Field(1, ge=1, description="Box filter on the contrast image (odd); 1 = none")
-    majority_px: int = Field(1, ge=1, description="Median filter on the label image (odd); 1 = none")
-    halo_px: int = Field(2, ge=0, description="Band around other classes where a region cannot have its core")
-    min_core_fraction: float = Field(0.2, ge=0, le=1)
-    min_edge_sharpness_per_um: float = Field(
-        0.22, ge=0,
-        description="Edge steepness (plateau heights per µm) of an image in focus; an image whose regions are "
-        "softer in the median is out of focus and reports nothing, a single region softer than 0.8x is dropped. "
-        "Per pixel it is capped at 0.25, as steep as a focused edge looks at coarse pixels",
+    min_step_z: float = Field(
+        6.0, gt=0, description="A plateau's step must stand this many noise σ (of this image) above what surrounds it"
     )
     orientation: bool = Field(True, description="Estimate the crystal axis from straight edges")
     calibration: Literal["self", "nominal"] = Field(
         "self",
-        description="self: fit the real oxide (and lamp colour) from the first images; nominal: trust the config",
+        description="self: learn the layer ladder from the images (oxide, camera and tone curve unknown); "
+        "nominal: the thin-film model at the configured oxide",
     )
-    calibration_images: int = Field(6, ge=1, description="Images examined to self-calibrate")
-    calibration_search_nm: float = Field(15.0, ge=0, description="How far from nominal the real oxide may lie")
+    calibration_images: int = Field(12, ge=1, description="Images examined to learn the ladder before detecting")
     profile: Annotated[str | None, ExistingFile(search=profile_dirs, suffix=".json")] = Field(
         None, description="A material profile (path or name) measured on this setup; replaces calibration"
     )
@@ -74,13 +103,10 @@ class ContrastOptions(BaseModel):
     max_orientation_error_deg: float = Field(
         0.6, gt=0, description="Report the crystal axis only when its standard error is below this"
     )
-    min_chroma_ratio: float = Field(
-        0.4, ge=0, description="Reject regions greyer than this fraction of the class's predicted colourfulness"
-    )
 
 
 class ContrastDetector:
-    """Finds thin flakes by their optical contrast against the substrate."""
+    """Finds thin flakes as plateaus of uniform contrast and counts their layers on a learnt ladder."""
 
     Options = ContrastOptions
     name = "contrast"
@@ -90,277 +116,389 @@ class ContrastDetector:
         self.context = context
         self.material = context.material
         self.report_layers = tuple(options.report_layers or self.material.target_layers)
-        self.background_model = BackgroundModel()
-        if context.flatfield:
-            self.background_model.use_flat_field(_mean_image(context.flatfield))
-        self._models: dict[int, LayerModel] = {}
-        self.calibration: Calibration | None = None
+        self.max_rungs = max(options.max_model_layers, *self.report_layers)
+        flat = _mean_image(context.flatfield) if context.flatfield else None
+        self.setups = SetupBook(self.material, context.oxide_nm, self.max_rungs, flat)
+        self.params = PlateauParams()
+        self._thin_limit: dict[int, float] = {}
         self.profile: MaterialProfile | None = None
+        self._pinned: dict[int, LadderFit] = {}
+        self._pinned_method: str | None = None
         if options.profile:
             self.profile = load_profile(options.profile, context.config_dir)
             if self.profile.material != self.material.name:
                 raise InputError(
                     f"profile {options.profile!r} is for {self.profile.material}, not {self.material.name}"
                 )
-            self.calibration = Calibration(
-                "profile", self.profile.oxide_nm or context.oxide_nm, note=f"profile {self.profile.name}",
-                extra={"profile": str(options.profile), "profile_layers": sorted(self.profile.classes)},
-            )
+            self._pinned_method = "profile"
         elif options.calibration == "nominal":
-            self.calibration = Calibration("nominal", context.oxide_nm, note="self-calibration switched off")
-        self._pending: list[np.ndarray] = []  # plateau samples gathered by detect() before calibrating
-        self._pending_weights: list[np.ndarray] = []
-        self._pending_images = 0
+            self._pinned_method = "nominal"
+        self._calibrated = self._pinned_method is not None
 
-    def layer_model(self, channels: int) -> LayerModel:
-        if channels not in self._models and self.profile is not None:
-            max_layers = max(self.options.max_model_layers, *self.report_layers)
-            self._models[channels] = LayerModel.from_profile(
-                self.profile, self.material, self.context.oxide_nm, max_layers, channels=channels
-            )
-        if channels not in self._models:
-            max_layers = max(self.options.max_model_layers, *self.report_layers)
-            cal = self.calibration
-            self._models[channels] = LayerModel.from_thin_film(
-                self.material,
-                cal.oxide_nm if cal else self.context.oxide_nm,
-                max_layers,
-                channels=channels,
-                channel_gain=cal.channel_gain if cal and channels == 3 else None,
-            )
-        return self._models[channels]
+    # -- ladders ------------------------------------------------------------------------------------
+    def pinned_ladder(self, channels: int) -> LadderFit | None:
+        """The ladder a profile or the nominal model fixes, or None when the ladder is learnt."""
+        if self._pinned_method is None:
+            return None
+        if channels not in self._pinned:
+            if self.profile is not None:
+                self._pinned[channels] = _profile_ladder(self.profile, self.material, self.context.oxide_nm,
+                                                         self.max_rungs, channels)
+            else:
+                rungs = model_rungs(self.material, self.context.oxide_nm, self.max_rungs, channels)
+                self._pinned[channels] = pinned_ladder(
+                    "nominal", rungs, rung_spread(rungs), "self-calibration switched off", self.context.oxide_nm)
+        return self._pinned[channels]
 
-    # -- self-calibration ---------------------------------------------------------------------------
+    def ladder(self, setup: Setup) -> LadderFit:
+        pinned = self.pinned_ladder(setup.key.channels)
+        if pinned is not None:
+            return pinned
+        return setup.ladder.fit or no_ladder(setup.key.channels, "not learnt yet")
+
+    # -- the CalibratingDetector contract -----------------------------------------------------------
     def calibration_needed(self) -> bool:
-        return self.calibration is None
+        return not self._calibrated
 
     @property
     def calibration_images(self) -> int:
         return self.options.calibration_images
 
     def calibrate(self, samples: Iterable[tuple[np.ndarray, ImageMeta]]) -> dict[str, Any]:
-        """Fit the oxide thickness (and lamp colour) from plateaus in ``samples``; freeze the model.
+        """Learn the ladder (and the focus reference) of each setup from ``samples`` before detecting.
 
-        The background model learns from the samples while they are examined and is then put back,
-        so the images are analysed afterwards exactly as if calibration had not looked at them.
+        The flat fields learn from the samples while they are examined and are then put back, so the images
+        are analysed afterwards exactly as if calibration had not looked at them.
         """
-        saved = self.background_model.state()
-        for image, _meta in samples:
-            self._gather(self.contrast_image(image))
-        self.background_model.load_state(saved)
-        self._freeze(final=True)
-        assert self.calibration is not None
-        return self.calibration.describe()
-
-    def _gather(self, contrast: np.ndarray) -> None:
-        if contrast.shape[-1] != 3:
-            return  # the oxide fit reads colour; a mono image among colour ones neither helps nor hinders it
-        gate = self.layer_model(contrast.shape[-1]).substrate_gate
-        points, areas = sample_plateaus(contrast, gate)
-        self._pending.append(points)
-        self._pending_weights.append(np.sqrt(areas))
-        self._pending_images += 1
-
-    def _freeze(self, final: bool) -> None:
-        points = np.concatenate(self._pending) if self._pending else np.zeros((0, 3))
-        weights = np.concatenate(self._pending_weights) if self._pending_weights else np.zeros(0)
-        fit = fit_oxide(
-            points, weights, self.material, self.context.oxide_nm, search_nm=self.options.calibration_search_nm
-        )
-        if fit.method == "self-calibrated" or final:
-            self.calibration = fit
-            self._models.clear()
-            self._pending, self._pending_weights = [], []
-            if fit.method != "self-calibrated":
-                log.warning("%s: self-calibration failed, using the nominal %g nm oxide: %s",
-                            self.material.name, fit.oxide_nm, fit.note)
+        saved: dict[int, dict[str, Any]] = {}
+        for image, meta in samples:
+            index, setup, contrast = self._prepare(image, meta, saved)
+            self._examine(image, contrast, setup, learn=True, pixel_um=meta.pixel_size_um)
+        for index, state in saved.items():
+            self.setups.setups[index].background.load_state(state)
+        for setup in self.setups.setups:
+            setup.ladder.update()
+        self._calibrated = True
+        return self.calibration_report()
 
     def calibration_report(self) -> dict[str, Any]:
-        cal = self.calibration or Calibration("nominal", self.context.oxide_nm, note="not calibrated yet")
-        return {
+        """The ladder of each setup (contrast, spread and support per rung, confidence), for the manifest."""
+        setups = []
+        for i, setup in enumerate(self.setups.setups):
+            fit = self.ladder(setup)
+            setups.append({"setup": i, **setup.key.describe(), "images": setup.ladder.images,
+                           **fit.describe(self.report_layers)})
+        main = max(self.setups.setups, key=lambda s: s.ladder.images, default=None)
+        if main is not None:
+            fit = self.ladder(main)
+        else:
+            pinned = self.pinned_ladder(3)
+            fit = pinned if pinned is not None else no_ladder(3, "no images seen yet")
+        out: dict[str, Any] = {
             "detector": self.name,
             "material": self.material.name,
             "nominal_oxide_nm": self.context.oxide_nm,
-            **cal.describe(),
+            **fit.describe(self.report_layers),
+            "setups": setups,
         }
+        out.setdefault("oxide_nm", self.context.oxide_nm)
+        if self.profile is not None:
+            out["profile"] = str(self.options.profile)
+            out["profile_layers"] = sorted(self.profile.classes)
+        lost = [s["setup"] for s in setups if s["method"] == "none"]
+        if lost:
+            out["note"] = (f"no layer ladder found for setup(s) {', '.join(map(str, lost))}: thin plateaus there are "
+                           "reported unclassified (layer_class 'thin')")
+        return out
 
     # -- the StatefulDetector contract --------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        state = dict(self.background_model.state())
-        if self.calibration is not None:
-            c = self.calibration
-            state["calibration"] = {
-                "method": c.method,
-                "oxide_nm": c.oxide_nm,
-                "channel_gain": list(c.channel_gain),
-                "regions": c.regions,
-                "inliers": c.inliers,
-                "residual": None if np.isnan(c.residual) else c.residual,
-                "note": c.note,
-            }
-        return state
+        return {"calibrated": self._calibrated, **self.setups.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.background_model.load_state(state)
-        cal = state.get("calibration")
-        if cal:
-            residual = cal.get("residual")
-            self.calibration = Calibration(
-                cal["method"],
-                float(cal["oxide_nm"]),
-                tuple(cal["channel_gain"]),
-                int(cal["regions"]),
-                int(cal["inliers"]),
-                float("nan") if residual is None else float(residual),
-                cal.get("note", ""),
-            )
-            self._models.clear()
+        if not state:
+            return
+        self.setups.load_state(state)
+        self._calibrated = bool(state.get("calibrated", self._calibrated))
 
     # -- detection ------------------------------------------------------------------------------
-    def _orientation(
-        self, contrast: np.ndarray, region: np.ndarray, bbox: tuple[int, int, int, int], plateau: np.ndarray
-    ) -> AxisEstimate | None:
-        """Crystal axis of one region from its straight edges, modulo the material's symmetry."""
-        if not self.options.orientation:
-            return None
-        window = _window(bbox, region.shape, pad=6)
-        estimate = region_orientation(
-            contrast[window],
-            region[window],
-            plateau,
+    def contrast_image(self, image: np.ndarray, setup: Setup | None = None, blocks: np.ndarray | None = None,
+                       learn: bool = True) -> np.ndarray:
+        """C = I / background − 1 per channel, float32 (rows, cols, channels), with ``setup``'s flat field
+        (which learns from the image unless ``learn`` is False)."""
+        img = image.astype(np.float32)
+        if img.ndim == 2:
+            img = img[..., None]
+        if blocks is None:
+            blocks = block_means(img)
+        if setup is None:
+            _, setup, learn = self.setups.place(img, self.context.pixel_size_um, blocks)
+        expected = np.asarray(setup.key.substrate) if setup.background.tiles_learnt else None
+        background = setup.background.background(img, blocks, learn=learn, expected=expected)
+        np.maximum(background, 1e-3, out=background)
+        contrast = np.divide(img, background, out=img)  # in place: tiles are large
+        contrast -= 1.0
+        return contrast
+
+    def _prepare(
+        self, image: np.ndarray, meta: ImageMeta, saved: dict[int, dict[str, Any]] | None = None
+    ) -> tuple[int, Setup, np.ndarray]:
+        pixel_um = meta.pixel_size_um or self.context.pixel_size_um
+        blocks = block_means(image if image.ndim == 3 else image[..., None])
+        index, setup, typical = self.setups.place(image, pixel_um, blocks)
+        if saved is not None and index not in saved:
+            saved[index] = setup.background.state()
+        return index, setup, self.contrast_image(image, setup, blocks, learn=typical)
+
+    def _examine(self, image: np.ndarray, contrast: np.ndarray, setup: Setup, learn: bool,
+                 pixel_um: float | None = None) -> tuple[list[Plateau], float | None, bool, float | None, Any]:
+        """Plateaus that may be flakes, the image's sharpness and focus verdict; pools them into the setup."""
+        pixel_um = pixel_um or self.context.pixel_size_um or 1.0
+        min_area_px = max(self.options.min_area_um2 / pixel_um**2, 8.0)
+        found = find_plateaus(contrast, self.params, min_area_px=min_area_px, saturated=saturation_mask(image),
+                              max_contrast=self._describe_limit(setup))
+        sharpness = image_sharpness(found.plateaus)
+        soft, reference = setup.focus.judge(sharpness)
+        rules = RejectRules(min_area_px=min_area_px, min_step_z=self.options.min_step_z)
+        halo_reference = sharpness if sharpness is not None else setup.focus.reference()
+        kept = [p for p in found.plateaus if reject_reason(p, rules, halo_reference) is None]
+        if learn and setup.first_look(_fingerprint(image)):
+            setup.focus.observe(sharpness)
+            if self.pinned_ladder(setup.key.channels) is None:
+                points = np.array([p.contrast for p in kept]).reshape(-1, setup.key.channels)
+                mature = setup.ladder.images > MATURE_POOL_IMAGES and setup.ladder.fit is not None
+                weights = np.array([self._weight(contrast, p, pixel_um, setup.ladder.fit if mature else None)
+                                    for p in kept])
+                floor = float(np.sqrt(np.mean(found.noise**2)))
+                setup.ladder.add(points, weights, floor)
+        return kept, sharpness, soft, reference, found
+
+    def detect(self, image: np.ndarray, meta: ImageMeta, detections: list[Detection]) -> list[Detection]:
+        pixel_um = meta.pixel_size_um or self.context.pixel_size_um or 1.0
+        index, setup, contrast = self._prepare(image, meta)
+        plateaus, sharpness, soft, reference, _ = self._examine(image, contrast, setup, learn=True, pixel_um=pixel_um)
+        if self.pinned_ladder(setup.key.channels) is None:
+            setup.ladder.update()
+            self._calibrated = True
+        fit = self.ladder(setup)
+        if soft:
+            assert sharpness is not None and reference is not None
+            flags = getattr(meta, "flags", None)
+            if flags is not None:
+                flags.add("out_of_focus")
+            warning = (f"out of focus: edges rise {sharpness:.3f}/px against {reference:.3f}/px on the sharpest "
+                       f"images of this run; layer counts kept only on wide plateaus")
+            meta.warnings.append(warning)
+            log.warning("%s: %s", meta.provenance.get("tile_index", "image") if meta.provenance else "image", warning)
+        found = [(p, d) for p in plateaus if (d := self._detection(p, fit, contrast, soft, index)) is not None]
+        return [*detections, *merge_touching(found)]
+
+    def _weight(self, contrast: np.ndarray, p: Plateau, pixel_um: float, fit: LadderFit | None = None) -> float:
+        """A plateau's weight as ladder evidence (`plateau_weight`), a third of it without a straight edge.
+
+        Crystals cleave along straight edges; residue blobs and dust specks are round. Both come in a
+        continuum of shades that could pass for a ladder, so the round ones count little. Plateaus far beyond
+        any few-layer contrast are not examined (they count as round), and once a setup's ladder rests on
+        several images (``fit`` given) only plateaus on its rungs are (they need their edges for the crystal
+        axis anyway).
+        """
+        weight = plateau_weight(p, pixel_um)
+        if p.area_px * pixel_um**2 < LADDER_MIN_AREA_UM2:
+            return weight
+        if not self._thin(p.contrast):
+            return ROUND_WEIGHT * weight  # far beyond any few-layer contrast: its edges cannot help the ladder
+        if fit is not None and fit.usable:
+            (rung,), _ = fit.classify(p.contrast[None, :], MAX_RUNG_DISTANCE, p.uncertainty)
+            if rung == 0:
+                return ROUND_WEIGHT * weight
+        edges = self._edges(contrast, p)
+        return weight if edges is not None and edges.edges else ROUND_WEIGHT * weight
+
+    def _detection(self, p: Plateau, fit: LadderFit, contrast: np.ndarray, soft: bool, setup_index: int
+                   ) -> Detection | None:
+        """The detection a plateau makes under ``fit`` (None when it is on no reported rung)."""
+        layers: int | None
+        if fit.usable:
+            (n,), (distance,) = fit.classify(p.contrast[None, :], MAX_RUNG_DISTANCE, p.uncertainty)
+            if n == 0 or int(n) not in self.report_layers:
+                return None
+            layers = int(n)
+            if soft and (p.width_px < SOFT_MIN_WIDTH_PX or distance > SOFT_MAX_RUNG_DISTANCE):
+                layers = None
+            fit_score = float(np.exp(-0.5 * (distance / 1.5) ** 2)) * (0.5 + 0.5 * fit.confidence)
+        else:
+            if not self._thin(p.contrast):
+                return None
+            layers, distance, fit_score = None, float("nan"), 0.3
+        size_score = p.area_px / (p.area_px + 50.0)
+        score = fit_score * (0.5 + 0.5 * size_score) * (0.5 if soft else 1.0)
+        axis = self._orientation(contrast, p)
+        extra: dict[str, Any] = {
+            "setup": setup_index,
+            "ladder_distance": None if np.isnan(distance) else round(float(distance), 3),
+            "step_z": round(p.step_z, 1),
+            "edge_sharpness": round(p.sharpness, 3),
+            "orientation_error_deg": None if axis is None else round(axis.error_deg, 3),
+            "straight_edges": 0 if axis is None else len(axis.edges),
+        }
+        if soft:
+            extra["soft"] = True
+        return Detection(
+            row=p.centroid[0],
+            col=p.centroid[1],
+            area_px=float(p.area_px),
+            layers=layers,
+            layer_class=f"{layers}L" if layers is not None else "thin",
+            score=float(score),
+            orientation_deg=None if axis is None else axis.orientation_deg,
+            bbox=p.bbox,
+            touches_border=p.touches_border,
+            contrast_rgb=_as_rgb(p.contrast),
+            detector=self.name,
+            extra=extra,
+        )
+
+    def _describe_limit(self, setup: Setup) -> float:
+        """The strongest contrast worth describing in full: well beyond any few-layer flake on any oxide,
+        and beyond the setup's own third rung."""
+        probe = np.zeros(setup.key.channels)
+        self._thin(probe)  # fills the cache
+        limit = 1.5 * self._thin_limit[setup.key.channels]
+        fit = self.ladder(setup)
+        if fit.usable and len(fit.rungs) >= 3:
+            limit = max(limit, 1.5 * float(np.linalg.norm(fit.rungs[2])))
+        return limit
+
+    def _thin(self, contrast: np.ndarray) -> bool:
+        """Whether a plateau's contrast is within reach of a few-layer flake on some oxide (no ladder known)."""
+        channels = len(contrast)
+        if channels not in self._thin_limit:
+            from flakehunter.plugins.contrast.ladder import _model_table
+
+            _, table = _model_table(self.material, channels, self.max_rungs)
+            top = min(3, table.shape[1]) - 1
+            self._thin_limit[channels] = THIN_ENVELOPE * float(np.linalg.norm(table[:, top], axis=1).max())
+        return float(np.linalg.norm(contrast)) <= self._thin_limit[channels]
+
+    def _edges(self, contrast: np.ndarray, p: Plateau) -> AxisEstimate | None:
+        """Straight edges of one plateau (on a window around its bounding box), computed once and kept."""
+        if "edges" in p.extra:
+            return p.extra["edges"]
+        pad = 6
+        r0, c0, r1, c1 = p.bbox
+        rows, cols = contrast.shape[:2]
+        wr0, wc0, wr1, wc1 = max(r0 - pad, 0), max(c0 - pad, 0), min(r1 + pad, rows), min(c1 + pad, cols)
+        region = np.zeros((wr1 - wr0, wc1 - wc0), bool)
+        region[r0 - wr0 : r1 - wr0, c0 - wc0 : c1 - wc0] = p.mask
+        p.extra["edges"] = region_orientation(
+            contrast[wr0:wr1, wc0:wc1] - p.surround.astype(np.float32),
+            region,
+            p.contrast - p.surround,
             self.material.edge_symmetry_deg,
             min_length_px=self.options.min_edge_px,
         )
+        return p.extra["edges"]
+
+    def _orientation(self, contrast: np.ndarray, p: Plateau) -> AxisEstimate | None:
+        """Crystal axis of one plateau from its straight edges, modulo the material's symmetry, when trusted."""
+        if not self.options.orientation:
+            return None
+        estimate = self._edges(contrast, p)
         if estimate is None or estimate.error_deg > self.options.max_orientation_error_deg:
             return None  # no straight edge long enough to trust
         if len(estimate.edges) < 2 and estimate.edges[0].length_px < self.options.single_edge_px:
             return None  # one short edge may be a straight-looking piece of a torn one
         return estimate
 
-    def contrast_image(self, image: np.ndarray) -> np.ndarray:
-        """C = I / background − 1 per channel, float32 (rows, cols, channels)."""
-        img = image.astype(np.float32)
-        if img.ndim == 2:
-            img = img[..., None]
-        background = self.background_model.background(img)
-        np.maximum(background, 1e-3, out=background)
-        contrast = np.divide(img, background, out=img)  # in place: tiles are large
-        contrast -= 1.0
-        k = self.options.smoothing_px | 1
-        if k > 1:
-            contrast = cv2.blur(contrast, (k, k), borderType=cv2.BORDER_REFLECT).reshape(contrast.shape)
-        return contrast
 
-    def detect(self, image: np.ndarray, meta: ImageMeta, detections: list[Detection]) -> list[Detection]:
-        contrast = self.contrast_image(image)
-        if self.calibration is None:
-            # No calibration pass was run (e.g. a watch folder): learn from the images as they come,
-            # and freeze as soon as the evidence suffices (or after calibration_images images).
-            self._gather(contrast)
-            self._freeze(final=self._pending_images >= self.options.calibration_images)
-        model = self.layer_model(contrast.shape[-1])
-        labels, coord = model.classify(contrast)
-        # Majority filter on uint8 codes that keep the order substrate 0 < layers < other 255.
-        codes = np.where(labels < 0, 255, np.minimum(labels, 254)).astype(np.uint8)
-        if self.options.majority_px > 1:
-            codes = cv2.medianBlur(codes, self.options.majority_px | 1)
-        small = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
-        # "Other" that matters (thick flakes, residue) is more than a stray noisy pixel.
-        other = cv2.morphologyEx((codes == 255).astype(np.uint8), cv2.MORPH_OPEN, small)
-        pixel_um = meta.pixel_size_um or self.context.pixel_size_um or 1.0
-        min_area_px = max(self.options.min_area_um2 / pixel_um**2, 4.0)
-        # Defocus blurs by a length in µm; at finer pixels (higher magnification, higher NA) a focused edge
-        # spans more pixels, so the threshold is per µm (the simulator's 1.15 µm/px gives 0.25/px).
-        min_sharpness_px = min(self.options.min_edge_sharpness_per_um * pixel_um, MAX_SHARPNESS_THRESHOLD_PX)
-        halo = self.options.halo_px
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * halo + 1, 2 * halo + 1)) if halo else None
-        out: list[Detection] = []
-        sharpness_seen: list[float] = []
-        rows, cols = codes.shape
-        for layers in self.report_layers:
-            mask = (codes == layers).astype(np.uint8)
-            if not mask.any():
+def merge_touching(found: list[tuple[Plateau, Detection]], gap_px: int = 4) -> list[Detection]:
+    """One detection per flake: plateaus of the same layer class that touch (within ``gap_px``) are one flake
+    seen in pieces (a seed split by noise, a small flake's peak beside its flat part)."""
+    parent = list(range(len(found)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, (p, d) in enumerate(found):
+        for j in range(i):
+            q, e = found[j]
+            if d.layer_class != e.layer_class or not _boxes_near(p.bbox, q.bbox, gap_px):
                 continue
-            # Rims of thicker flakes (and of anything else) blur through this class's colour.
-            foreign = (((codes > layers) & (codes != 255)) | (other > 0)).astype(np.uint8)
-            band = cv2.dilate(foreign, kernel) if kernel is not None else foreign
-            count, comp, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
-            for i in range(1, count):
-                area = stats[i, cv2.CC_STAT_AREA]
-                if area < min_area_px:
-                    continue
-                c0, r0 = stats[i, cv2.CC_STAT_LEFT], stats[i, cv2.CC_STAT_TOP]
-                c1, r1 = c0 + stats[i, cv2.CC_STAT_WIDTH], r0 + stats[i, cv2.CC_STAT_HEIGHT]
-                region = comp[r0:r1, c0:c1] == i
-                core = region & (band[r0:r1, c0:c1] == 0)
-                core_px = int(core.sum())
-                if core_px < max(4, self.options.min_core_fraction * area):
-                    log.debug(
-                        "%dL region at %s: rim or halo (core %d of %d px)", layers, _at(centroids[i]), core_px, area
-                    )
-                    continue  # a halo or rim: no interior of its own
-                inner = _interior(core)
-                median = np.median(contrast[r0:r1, c0:c1][inner], axis=0)
-                s_med = float(np.nanmedian(coord[r0:r1, c0:c1][inner]))
-                _, (distance,) = model.project(median[None, :])
-                fitted = round(s_med)
-                if fitted not in self.report_layers or distance > 0.5 * model.tube_radius:
-                    log.debug(
-                        "%dL region at %s: plateau fits %.2f layers, %.3f off the curve",
-                        layers,
-                        _at(centroids[i]),
-                        s_med,
-                        distance,
-                    )
-                    continue
-                window = _window((r0, c0, r1, c1), comp.shape, pad=4)
-                sharpness = edge_sharpness(contrast[window], comp[window] == i, median)
-                sharpness_seen.append(sharpness)
-                if sharpness < 0.8 * min_sharpness_px:
-                    log.debug("%dL region at %s: edge too soft (%.2f/px): out of focus", layers,
-                              _at(centroids[i]), sharpness)
-                    continue  # defocused: its plateau, and so its layer count, cannot be trusted
-                if model.channels == 3 and _chroma(median) < self.options.min_chroma_ratio * _chroma(
-                    model.centroid(fitted)
-                ):
-                    log.debug("%dL region at %s: achromatic (dust)", layers, _at(centroids[i]))
-                    continue  # achromatic where the material is coloured: dust or debris
-                axis = self._orientation(contrast, comp == i, (r0, c0, r1, c1), median)
-                fit_score = float(np.exp(-0.5 * (distance / (0.25 * model.tube_radius)) ** 2))
-                layer_score = float(np.exp(-0.5 * ((s_med - fitted) / 0.25) ** 2))
-                size_score = float(area / (area + min_area_px))
-                out.append(
-                    Detection(
-                        row=float(centroids[i, 1]),
-                        col=float(centroids[i, 0]),
-                        area_px=float(area),
-                        layers=fitted,
-                        layer_class=f"{fitted}L",
-                        score=fit_score * layer_score * (0.5 + 0.5 * size_score),
-                        orientation_deg=None if axis is None else axis.orientation_deg,
-                        bbox=(int(r0), int(c0), int(r1), int(c1)),
-                        touches_border=bool(r0 == 0 or c0 == 0 or r1 == rows or c1 == cols),
-                        contrast_rgb=_as_rgb(median),
-                        detector=self.name,
-                        extra={
-                            "core_px": core_px,
-                            "layer_coordinate": round(s_med, 3),
-                            "orientation_error_deg": None if axis is None else round(axis.error_deg, 3),
-                            "straight_edges": 0 if axis is None else len(axis.edges),
-                            "edge_sharpness": round(sharpness, 3),
-                        },
-                    )
-                )
-        if len(sharpness_seen) >= 3 and float(np.median(sharpness_seen)) < min_sharpness_px:
-            # Most edges in this image are soft: it is out of focus, and no layer count in it can be trusted.
-            warning = (
-                f"out of focus (median edge steepness {float(np.median(sharpness_seen)) / pixel_um:.2f}/µm < "
-                f"{min_sharpness_px / pixel_um:.2f}/µm); {len(out)} region(s) not reported"
-            )
-            meta.warnings.append(warning)
-            log.warning("%s: %s", meta.provenance.get("tile_index", "image") if meta.provenance else "image", warning)
-            return list(detections)
-        return [*detections, *out]
+            if _masks_touch(p, q, gap_px):
+                parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(found)):
+        groups.setdefault(root(i), []).append(i)
+    out = []
+    for members in groups.values():
+        if len(members) == 1:
+            out.append(found[members[0]][1])
+            continue
+        dets = [found[i][1] for i in members]
+        main = max(dets, key=lambda d: d.area_px)
+        area = sum(d.area_px for d in dets)
+        main.row = sum(d.row * d.area_px for d in dets) / area
+        main.col = sum(d.col * d.area_px for d in dets) / area
+        main.bbox = (min(d.bbox[0] for d in dets), min(d.bbox[1] for d in dets),
+                     max(d.bbox[2] for d in dets), max(d.bbox[3] for d in dets))
+        main.area_px = area
+        main.touches_border = any(d.touches_border for d in dets)
+        main.score = max(d.score for d in dets)
+        main.extra["pieces"] = len(dets)
+        out.append(main)
+    return out
+
+
+def _boxes_near(a: tuple[int, int, int, int], b: tuple[int, int, int, int], gap: int) -> bool:
+    return a[0] <= b[2] + gap and b[0] <= a[2] + gap and a[1] <= b[3] + gap and b[1] <= a[3] + gap
+
+
+def _masks_touch(p: Plateau, q: Plateau, gap: int) -> bool:
+    """Whether two plateaus' regions come within ``gap`` pixels of each other."""
+    r0, c0 = min(p.bbox[0], q.bbox[0]) - gap, min(p.bbox[1], q.bbox[1]) - gap
+    r1, c1 = max(p.bbox[2], q.bbox[2]) + gap, max(p.bbox[3], q.bbox[3]) + gap
+    a = np.zeros((r1 - r0, c1 - c0), np.uint8)
+    b = np.zeros_like(a)
+    a[p.bbox[0] - r0 : p.bbox[2] - r0, p.bbox[1] - c0 : p.bbox[3] - c0] = p.mask
+    b[q.bbox[0] - r0 : q.bbox[2] - r0, q.bbox[1] - c0 : q.bbox[3] - c0] = q.mask
+    grown = cv2.dilate(a, np.ones((2 * gap + 1, 2 * gap + 1), np.uint8))
+    return bool(np.any(grown & b))
+
+
+def plateau_weight(p: Plateau, pixel_um: float) -> float:
+    """How much one plateau counts as evidence for the ladder: its interior, in units of 100 px, capped at 1
+    (a big thick flake is no better evidence than a fair-sized thin one), scaled down for a step less than
+    ``SALIENT_STEP_Z`` noise σ high (the faint specks and haze of a real photo), and a fifth of that below
+    ``LADDER_MIN_AREA_UM2``.
+
+    Real images hold many small specks (dust, residue crumbs, fragments of debris) for every flake, and dust
+    comes in a continuum of shades that a ladder could be fitted to; a flake's plateau is larger, and its
+    median more trustworthy.
+    """
+    weight = float(np.clip(p.interior_px / 100.0, 0.05, 1.0)) * float(np.clip(p.step_z / SALIENT_STEP_Z, 0.25, 1.0))
+    return weight if p.area_px * pixel_um**2 >= LADDER_MIN_AREA_UM2 else 0.2 * weight
+
+
+def _profile_ladder(profile: MaterialProfile, material: Any, nominal_oxide_nm: float, rungs: int,
+                    channels: int) -> LadderFit:
+    """A ladder pinned by a measured profile: its means where measured, the model scaled to them elsewhere."""
+    from flakehunter.plugins.contrast.layers import LayerModel
+
+    model = LayerModel.from_profile(profile, material, nominal_oxide_nm, rungs, channels=channels)
+    spread = rung_spread(model.centroids)
+    for n, stats in profile.classes.items():
+        if 1 <= n <= len(spread):
+            spread[n - 1] = max(float(np.sqrt(np.trace(stats.cov) / channels)), 0.5 * spread[n - 1])
+    return pinned_ladder("profile", model.centroids, spread, f"profile {profile.name}", model.oxide_nm)
+
+
+def _fingerprint(image: np.ndarray) -> str:
+    """A short hash of an image's pixels (so an image seen in calibration is not pooled twice)."""
+    sample = np.ascontiguousarray(image[::7, ::7])
+    return hashlib.blake2b(sample.tobytes() + str(image.shape).encode(), digest_size=8).hexdigest()
 
 
 def _mean_image(paths: tuple[Path, ...]) -> np.ndarray:
@@ -371,31 +509,6 @@ def _mean_image(paths: tuple[Path, ...]) -> np.ndarray:
     if any(i.shape != images[0].shape for i in images):
         raise InputError(f"flat field: images {', '.join(map(str, paths))} differ in size")
     return np.mean(images, axis=0)
-
-
-def _window(bbox: tuple[int, int, int, int], shape: tuple[int, int], pad: int) -> tuple[slice, slice]:
-    r0, c0, r1, c1 = bbox
-    return slice(max(r0 - pad, 0), min(r1 + pad, shape[0])), slice(max(c0 - pad, 0), min(c1 + pad, shape[1]))
-
-
-def _interior(core: np.ndarray, depth_px: float = 2.0) -> np.ndarray:
-    """The pixels of ``core`` at least ``depth_px`` from its edge (the plateau, not the blurred rim);
-    for a region too small to have such pixels, its deeper half."""
-    dist = cv2.distanceTransform(np.pad(core, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
-    inner = dist >= depth_px
-    if inner.sum() >= 3:
-        return inner
-    return core & (dist >= np.median(dist[core]))
-
-
-def _at(centroid: np.ndarray) -> str:
-    return f"row {centroid[1]:.0f}, col {centroid[0]:.0f}"
-
-
-def _chroma(rgb: np.ndarray) -> float:
-    """Spread of the channel contrasts relative to their mean: 0 for a grey (achromatic) object."""
-    rgb = np.asarray(rgb, float)
-    return float((rgb.max() - rgb.min()) / max(abs(rgb.mean()), 1e-3))
 
 
 def _as_rgb(median: np.ndarray) -> tuple[float, float, float]:

@@ -16,9 +16,9 @@ A ladder is scored (in nats; lower is better) by the clusters it puts on its fir
 each rung earns from the clusters on it, by how well they fit, *saturating per rung*, so a ladder is
 believed for the distinct layer counts it explains, not for one colour seen many times (thick-flake
 fragments, a crowd of specks). Empty rungs below the lowest occupied one cost (a ladder has no gaps at
-its foot: a lone cluster is rather 1L than 3L), and so do clusters left off the ladder although fainter than
-its highest occupied rung (a thin ladder explains the faint plateaus; thick flakes lie beyond its top),
-and a first rung lost in the noise.
+its foot: a lone cluster is rather 1L than 3L), and so do clusters lying on the ladder's line between its
+rungs (a ladder is quantised; thick flakes beyond its top are no evidence against it), and a first rung
+lost in the noise.
 """
 
 from __future__ import annotations
@@ -54,9 +54,11 @@ REQUIRE_FIRST_RUNG = True
 #: A rung counts as occupied with at least this weight and this share of the best-supported rung's.
 MIN_OCCUPIED = 0.3
 OCCUPIED_SHARE = 0.15
-#: A cluster off the ladder yet fainter than its highest occupied rung costs this share of what it would
-#: have earned on a rung.
-INSIDE_COST = 0.0
+#: A cluster on the ladder's line between two of its occupied rungs, yet on none, costs this share of what it
+#: would have earned on a rung.
+INSIDE_COST = 0.5
+#: A cluster on the line from the substrate to the first rung, around its middle, costs this share.
+BELOW_COST = 1.0
 #: The first rung must stand this many floors clear of the substrate.
 MIN_FIRST_RUNG = 1.5
 #: Search: oxide grid coarse steps (of the table's step), coarse hypotheses refined, EM steps.
@@ -68,7 +70,7 @@ NOMINAL_WINDOW_NM = 20.0
 OFF_NOMINAL_COST = 1.0
 #: The linear family: prior width of the bend relative to the first step, and its extra cost in nats.
 BEND_PRIOR = 0.25
-LINEAR_COST = 2.0
+LINEAR_COST = 5.0
 
 
 @dataclass
@@ -122,14 +124,31 @@ def score(x: np.ndarray, w: np.ndarray, rungs: np.ndarray, floor: float) -> tupl
     gaps = lowest * saturated_weight(per_rung.sum(axis=1)) * GAP_COST
     if REQUIRE_FIRST_RUNG:
         gaps = np.where(lowest == 0, gaps, np.inf)
-    # Clusters off the ladder but fainter than its highest occupied rung: a thin ladder should explain the
-    # faint plateaus; what lies beyond its top (thick flakes) is no evidence against it.
-    top = np.where(occupied.any(axis=1), scored - 1 - np.argmax(occupied[:, ::-1], axis=1), 0)
-    span = np.linalg.norm(rungs[np.arange(h), top], axis=1)  # (H,)
-    norms = np.linalg.norm(x, axis=1)
-    inside = (~inlier | (nearest >= scored)) & (norms[None, :] < span[:, None]) & (
-        norms[None, :] >= MIN_FIRST_RUNG * floor)
-    unexplained = INSIDE_COST * 0.5 * TRUNCATE**2 * np.sum(inside * saturated_weight(w)[None, :], axis=1)
+    # Clusters off every rung yet on the ladder's line between its first and its highest occupied rung: a
+    # ladder is quantised, nothing sits between its rungs (what lies beyond its top, thick flakes, is no
+    # evidence against it).
+    top = np.where(occupied.any(axis=1), scored - 1 - np.argmax(occupied[:, ::-1], axis=1), 0)  # (H,)
+    a, b = rungs[:, : scored - 1, :], rungs[:, 1:scored, :]  # segments rung k -> k + 1, (H, S, C)
+    ab = b - a
+    rel = x[None, :, None, :] - a[:, None, :, :]  # (H, J, S, C)
+    t = np.clip(np.einsum("hjsc,hsc->hjs", rel, ab) / np.maximum(np.einsum("hsc,hsc->hs", ab, ab), 1e-12)[:, None, :],
+                0.0, 1.0)
+    gap = rel - t[..., None] * ab[:, None, :, :]
+    line_d2 = np.einsum("hjsc,hjsc->hjs", gap, gap) / rung_spread(a, floor)[:, None, :] ** 2
+    below_top = np.arange(scored - 1)[None, None, :] < top[:, None, None]
+    between = np.any((line_d2 < TRUNCATE**2) & below_top, axis=2)  # (H, J)
+    on_rung = inlier & (nearest < scored)
+    stray = between & ~on_rung
+    # A cluster on the line from the substrate to the first rung, around its middle: the ladder's true first
+    # step is probably half of this one (2L taken for 1L). Specks near the substrate do not count.
+    first = rungs[:, 0, :]  # (H, C)
+    t0 = np.einsum("jc,hc->hj", x, first) / np.maximum(np.einsum("hc,hc->h", first, first), 1e-12)[:, None]
+    off0 = x[None, :, :] - t0[..., None] * first[:, None, :]
+    d0 = np.einsum("hjc,hjc->hj", off0, off0) / rung_spread(first, floor)[:, None] ** 2
+    below = (t0 >= 0.4) & (t0 <= 0.62) & (d0 < TRUNCATE**2) & ~on_rung
+    sw = saturated_weight(w)[None, :]
+    unexplained = 0.5 * TRUNCATE**2 * (INSIDE_COST * np.sum(stray * sw, axis=1)
+                                       + BELOW_COST * np.sum(below * sw, axis=1))
     lost = np.linalg.norm(rungs[:, 0, :], axis=1) < MIN_FIRST_RUNG * floor
     return np.where(lost, np.inf, fit + gaps + unexplained), assign
 
@@ -242,27 +261,30 @@ def search_linear(
     lad = n[None, :, None] * step[:, None, :] + t[None, :, None] * bend[:, None, :]
     cost, assign = score(x, w, lad, floor)
     ratio = np.linalg.norm(bend, axis=1) / np.maximum(np.linalg.norm(step, axis=1), 1e-9)
-    cost = cost + 0.5 * (ratio / BEND_PRIOR) ** 2 + LINEAR_COST + direction_cost(step, first_rungs)
+    cost = cost + 0.5 * (ratio / BEND_PRIOR) ** 2 + LINEAR_COST + direction_cost(step, first_rungs, floor)
     b = int(np.argmin(cost))
     return Best(lad[b], float(cost[b]), "linear"), cost, assign
 
 
-def direction_cost(step: np.ndarray, first_rungs: np.ndarray) -> np.ndarray:
-    """For each first step (H, C): the gain prior of the cheapest model 1L contrast it is a scaled copy of,
-    inf where none is within the gain bounds (a sign flip, or a colour no oxide gives)."""
+def direction_cost(step: np.ndarray, first_rungs: np.ndarray, floor: float) -> np.ndarray:
+    """For each first step (H, C): how well the cheapest model 1L contrast, scaled by gains within the bounds,
+    matches it: the gain prior plus the misfit in units of max(floor, 10 % of the step). A channel where
+    step and model disagree in sign takes the smallest gain the bounds allow and pays its misfit."""
+    m = first_rungs[None, :, :]  # (1, M, C)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = step[:, None, :] / first_rungs[None, :, :]  # (H, M, C)
-    weak = np.abs(first_rungs) < 0.25 * np.abs(first_rungs).max(axis=1, keepdims=True)  # (M, C): says little
-    log_ratio = np.log(np.where((ratio > 0) & np.isfinite(ratio), ratio, np.nan))
-    strong = ~weak[None, :, :]
-    common = np.nanmean(np.where(strong, log_ratio, np.nan), axis=2)  # (H, M)
-    dev = np.where(strong, log_ratio - common[..., None], 0.0)
-    bad = np.any(strong & ~np.isfinite(log_ratio), axis=2) | ~np.isfinite(common)
-    bad |= np.abs(common) > MAX_LOG_GAIN
-    bad |= np.any(np.abs(np.nan_to_num(dev)) > MAX_LOG_CHANNEL, axis=2)
-    prior = 0.5 * (common / SIGMA_LOG_GAIN) ** 2 + 0.5 * np.sum((np.nan_to_num(dev) / SIGMA_LOG_CHANNEL) ** 2,
-                                                                 axis=2)
-    return np.min(np.where(bad, np.inf, prior), axis=1)
+        ratio = step[:, None, :] / m  # (H, M, C)
+    valid = (ratio > 0) & np.isfinite(ratio)
+    log_ratio = np.log(np.where(valid, ratio, 1.0))
+    weight = valid * m**2
+    total = weight.sum(axis=2)
+    common = np.clip(np.sum(weight * log_ratio, axis=2) / np.maximum(total, 1e-12), -MAX_LOG_GAIN, MAX_LOG_GAIN)
+    dev = np.where(valid, np.clip(log_ratio - common[..., None], -MAX_LOG_CHANNEL, MAX_LOG_CHANNEL),
+                   -MAX_LOG_CHANNEL)
+    gain = np.exp(common[..., None] + dev)
+    scale = np.maximum(floor, 0.1 * np.linalg.norm(step, axis=1))[:, None, None]
+    misfit = 0.5 * np.sum(((step[:, None, :] - gain * m) / scale) ** 2, axis=2)
+    prior = 0.5 * (common / SIGMA_LOG_GAIN) ** 2 + 0.5 * np.sum((dev / SIGMA_LOG_CHANNEL) ** 2, axis=2)
+    return np.min(np.where(total > 0, prior + misfit, np.inf), axis=1)
 
 
 def _update_linear(

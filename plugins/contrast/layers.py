@@ -1,13 +1,9 @@
-"""Which contrast means 1, 2, 3 ... layers: the material's thin-film curve in contrast space.
+"""Per-layer contrasts from the thin-film model or from a measured profile (a pinned ladder's rungs).
 
-The predicted contrasts of 0 (substrate), 1, 2, ... K layers at the chip's oxide thickness
-(`flakehunter.optics.layer_contrast`) form a polyline in RGB contrast space. Every pixel is
-projected onto it, which gives two numbers:
-
-* a continuous *layer coordinate* s (0 on substrate, 1 at the monolayer's contrast, 1.5 halfway
-  between 1L and 2L ...), whose rounding is the pixel's layer count; a blurred or partly covered
-  pixel lands between classes instead of off the curve;
-* the *distance* from the curve; pixels far from it are "other" (thick flakes, residue, dust).
+The predicted contrasts of 1, 2, ... K layers at an oxide thickness (`flakehunter.optics.layer_contrast`)
+form a curve in RGB contrast space; a measured profile replaces them where it has data and scales the
+model to agree with them elsewhere. The contrast detector uses these as a ladder pinned from outside
+(``profile:`` or ``calibration: nominal``) instead of the ladder it learns from the images (`ladder`).
 """
 
 from __future__ import annotations
@@ -22,7 +18,6 @@ from flakehunter.materials import Material
 if TYPE_CHECKING:
     from flakehunter.plugins.contrast.profile import MaterialProfile
 
-SUBSTRATE, OTHER = 0, -1
 # Relative weights of R, G, B in a mono camera's signal (luma), used when images have one channel.
 MONO_WEIGHTS = np.array([0.299, 0.587, 0.114])
 
@@ -79,54 +74,3 @@ class LayerModel:
             centroids[n - 1] = profile.classes[n].mean
         spread = max(float(np.sqrt(np.linalg.eigvalsh(profile.classes[n].cov).max())) for n in measured)
         return cls(material.name, oxide, np.arange(1, top + 1), centroids, float(np.clip(3 * spread, 0.03, 0.12)))
-
-    @property
-    def channels(self) -> int:
-        return int(self.centroids.shape[1])
-
-    @property
-    def substrate_gate(self) -> float:
-        """Pixels closer than this to zero contrast are substrate without further work."""
-        return 0.35 * float(np.linalg.norm(self.centroids[0]))
-
-    def centroid(self, layers: int) -> np.ndarray:
-        return self.centroids[int(np.flatnonzero(self.layers == layers)[0])]
-
-    def project(self, contrast: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Layer coordinate s and distance d from the curve for (N, channels) contrasts."""
-        pts = np.asarray(contrast, np.float32).reshape(-1, self.channels)
-        nodes = np.vstack([np.zeros((1, self.channels)), self.centroids]).astype(np.float32)
-        best_d = np.full(len(pts), np.inf, np.float32)
-        best_s = np.zeros(len(pts), np.float32)
-        for k in range(len(nodes) - 1):
-            a, b = nodes[k], nodes[k + 1]
-            ab = b - a
-            t = np.clip((pts - a) @ ab / float(ab @ ab), 0.0, 1.0)
-            d = np.linalg.norm(pts - (a + t[:, None] * ab), axis=1)
-            closer = d < best_d
-            best_d[closer] = d[closer]
-            best_s[closer] = k + t[closer]
-        # Beyond the thickest modelled class, keep counting along the last segment's direction.
-        last_a, last_b = nodes[-2], nodes[-1]
-        seg = last_b - last_a
-        beyond = ((pts - last_b) @ seg) > 0
-        if beyond.any():
-            extra = ((pts[beyond] - last_b) @ seg) / float(seg @ seg)
-            best_s[beyond] = len(nodes) - 1 + extra
-        return best_s, best_d
-
-    def classify(self, contrast: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per pixel of ``contrast`` (..., channels): layer label (0 substrate, -1 other, or the
-        rounded layer count) and the continuous layer coordinate (NaN where not on the curve)."""
-        flat = contrast.reshape(-1, self.channels)
-        labels = np.zeros(flat.shape[0], np.int16)
-        coord = np.zeros(flat.shape[0], np.float32)
-        flat32 = np.asarray(flat, np.float32)
-        magnitude2 = np.einsum("ij,ij->i", flat32, flat32)
-        todo = np.flatnonzero(magnitude2 >= self.substrate_gate**2)  # most pixels are substrate
-        if todo.size:
-            s, d = self.project(flat[todo])
-            on_curve = d <= self.tube_radius
-            labels[todo] = np.where(on_curve, np.rint(s).astype(np.int16), OTHER)
-            coord[todo] = np.where(on_curve, s, np.nan)
-        return labels.reshape(contrast.shape[:-1]), coord.reshape(contrast.shape[:-1])

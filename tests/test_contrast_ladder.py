@@ -1,0 +1,195 @@
+"""The layer ladder learnt from the data (plugins/contrast/ladder.py, ladder_search.py) and the contrast
+detector built on it: foreign-like renders (another camera, a gamma tone curve, an oxide far from the
+nominal one or not stated), a folder mixing setups, a single image, a resumed run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flakehunter.analysis.detector import DetectionContext
+from flakehunter.image_metadata import ImageMeta
+from flakehunter.journal import pack_state, unpack_state
+from flakehunter.optics import CameraResponse, layer_contrast
+from flakehunter.plugins.contrast.detector import ContrastDetector, ContrastOptions
+from flakehunter.plugins.contrast.ladder import fit_ladder
+from flakehunter.registry import get_registry
+from tests.test_contrast_plateaus import Painted, polygon, render_flakes
+
+#: A camera unlike the detector's model: other channel peaks and widths, a warmer lamp.
+FOREIGN_CAMERA = CameraResponse.gaussian((625.0, 545.0, 455.0), (70.0, 85.0, 70.0), source_temperature_k=2800.0)
+SHAPE = (400, 600)
+
+
+def linear_contrasts(material: str, oxide_nm: float) -> np.ndarray:
+    """(3, 3) linear contrast of 1L, 2L, 3L through the foreign camera."""
+    mat = get_registry().material(material)
+    return np.array([layer_contrast(mat, n, oxide_nm, FOREIGN_CAMERA) for n in (1, 2, 3)])
+
+
+def observed(contrast: np.ndarray, gamma: float) -> np.ndarray:
+    """Contrast after the camera's tone curve."""
+    return (1.0 + contrast) ** (1.0 / gamma) - 1.0
+
+
+def scene(seed: int, contrasts: np.ndarray, per_layer: int = 2) -> list[Painted]:
+    """Thin flakes of each layer count, a thick flake, a residue blob and dust, at seeded places."""
+    rng = np.random.default_rng(seed)
+    objects: list[Painted] = []
+    slots = [(r, c) for r in (70, 200, 330) for c in (80, 230, 380, 520)]
+    rng.shuffle(slots)
+    k = 0
+    for n in (1, 2, 3):
+        for _ in range(per_layer):
+            centre = (slots[k][0] + rng.uniform(-10, 10), slots[k][1] + rng.uniform(-15, 15))
+            objects.append(Painted(polygon(centre, rng.uniform(18, 32), sides=int(rng.choice([3, 4, 6])),
+                                           angle_deg=rng.uniform(0, 60)), tuple(contrasts[n - 1]), n))
+            k += 1
+    objects.append(Painted(polygon(slots[k], 40, sides=5), (0.9, 1.1, 0.5)))  # a thick flake
+    objects.append(Painted(polygon(slots[k + 1], 30, sides=24, aspect=0.4), (-0.04, 0.01, 0.03)))  # residue
+    for _ in range(6):  # dust specks
+        centre = (rng.uniform(10, SHAPE[0] - 10), rng.uniform(10, SHAPE[1] - 10))
+        objects.append(Painted(polygon(centre, 2.0, sides=12), (-0.3, -0.3, -0.3)))
+    return objects
+
+
+def detector(material: str, oxide_nm: float, **options) -> ContrastDetector:
+    context = DetectionContext(material=get_registry().material(material), oxide_nm=oxide_nm, pixel_size_um=1.0)
+    return ContrastDetector(ContrastOptions(**options), context)
+
+
+def scored(found, objects: list[Painted]) -> tuple[int, int, int]:
+    """(flakes found, found with the right layer count, 1-3L detections on no flake)."""
+    flakes = [o for o in objects if o.layers]
+    hit = right = 0
+    for f in flakes:
+        on = [d for d in found if f.contains(d.row, d.col)]
+        hit += bool(on)
+        right += any(d.layers == f.layers for d in on)
+    stray = sum(1 for d in found if d.layers in (1, 2, 3) and not any(f.contains(d.row, d.col) for f in flakes))
+    return hit, right, stray
+
+
+@pytest.mark.parametrize(("material", "oxide_nm", "told_nm"), [
+    ("graphene", 285.0, 90.0),  # the user left the oxide at its default
+    ("graphene", 285.0, 285.0),  # stated exactly
+    ("wse2", 260.0, 90.0),  # a TMD on thick oxide, told the default
+])
+def test_ladder_recovered_on_a_foreign_like_render(material: str, oxide_nm: float, told_nm: float) -> None:
+    """Another camera, a gamma 2.2 tone curve and an oxide far from the stated one: the learnt rungs land on
+    the contrasts the camera really records, and the flakes are found with their layer counts; a stated
+    oxide gives the same result as a wrong one."""
+    truth = observed(linear_contrasts(material, oxide_nm), 2.2)
+    det = detector(material, told_nm)
+    images = [render_flakes(SHAPE, scene(s, linear_contrasts(material, oxide_nm)), gamma=2.2, seed=s)
+              for s in range(4)]
+    det.calibrate([(im, ImageMeta(pixel_size_um=1.0)) for im in images])
+    report = det.calibration_report()
+    assert report["method"] == "self-calibrated" and len(report["setups"]) == 1
+    for n in (1, 2, 3):
+        rung = np.array(report["ladder"][n - 1]["contrast"])
+        assert np.linalg.norm(rung - truth[n - 1]) < 0.1 * np.linalg.norm(truth[n - 1]) + 0.01, (n, rung, truth)
+        assert report["ladder"][n - 1]["support"] > 0
+    assert report["confidence"] > 0.9
+    totals = np.zeros(3, int)
+    for s, image in enumerate(images):
+        totals += scored(det.detect(image, ImageMeta(pixel_size_um=1.0), []),
+                         scene(s, linear_contrasts(material, oxide_nm)))
+    flakes = 4 * 6
+    assert totals[0] >= 0.9 * flakes and totals[1] >= 0.9 * flakes and totals[2] <= 1, totals
+
+
+def test_the_nominal_model_fails_where_the_ladder_succeeds() -> None:
+    """The same render with the thin-film model trusted at the stated (wrong) oxide finds the flakes with
+    the wrong layer counts, or not at all: the ladder's accuracy is earned from the data."""
+    contrasts = linear_contrasts("graphene", 150.0)
+    det = detector("graphene", 90.0, calibration="nominal")
+    image = render_flakes(SHAPE, scene(0, contrasts), gamma=2.2, seed=0)
+    _hit, right, _stray = scored(det.detect(image, ImageMeta(pixel_size_um=1.0), []), scene(0, contrasts))
+    assert right <= 3
+
+
+def test_a_single_image_with_three_flakes() -> None:
+    """One photo holding a monolayer, a bilayer and a trilayer (and dust) gets a usable ladder by itself."""
+    contrasts = observed(linear_contrasts("graphene", 285.0), 1.8)
+    objects = [Painted(polygon((120, 150), 35, sides=6), tuple(linear_contrasts("graphene", 285.0)[0]), 1),
+               Painted(polygon((250, 380), 30, sides=3), tuple(linear_contrasts("graphene", 285.0)[1]), 2),
+               Painted(polygon((300, 130), 28, sides=4), tuple(linear_contrasts("graphene", 285.0)[2]), 3),
+               Painted(polygon((80, 480), 2.0, sides=12), (-0.3, -0.3, -0.3))]
+    image = render_flakes(SHAPE, objects, gamma=1.8, seed=7)
+    det = detector("graphene", 90.0)
+    found = det.detect(image, ImageMeta(pixel_size_um=1.0), [])
+    assert sorted(d.layers for d in found) == [1, 2, 3], [(d.layer_class, d.contrast_rgb) for d in found]
+    ladder = det.calibration_report()["ladder"]
+    assert np.allclose(ladder[0]["contrast"], contrasts[0], atol=0.015)
+
+
+def test_a_folder_of_two_setups_gets_a_ladder_each() -> None:
+    """Photos of two chips (90 nm and 285 nm oxide: another substrate colour, other contrasts) taken in turn
+    are not averaged into one ladder: each setup's first rung is its own monolayer."""
+    chips = {90.0: (150.0, 125.0, 160.0), 285.0: (120.0, 150.0, 130.0)}
+    det = detector("graphene", 90.0)
+    images = []
+    for s in range(6):
+        oxide = 90.0 if s % 2 == 0 else 285.0
+        contrasts = linear_contrasts("graphene", oxide)
+        images.append((oxide, render_flakes(SHAPE, scene(s, contrasts), substrate=chips[oxide], seed=s)))
+    det.calibrate([(im, ImageMeta(pixel_size_um=1.0)) for _, im in images])
+    setups = det.calibration_report()["setups"]
+    assert len(setups) == 2, [s["substrate"] for s in setups]
+    for setup in setups:
+        oxide = 90.0 if setup["substrate"][0] > setup["substrate"][1] else 285.0  # red above green: 90 nm chip
+        truth = linear_contrasts("graphene", oxide)[0]
+        assert np.allclose(setup["ladder"][0]["contrast"], truth, atol=0.015), (oxide, setup["ladder"][0], truth)
+        assert setup["images"] == 3
+
+
+def test_a_resumed_run_reproduces_an_uninterrupted_one(tmp_path: Path) -> None:
+    """The state after any image (plain arrays and JSON, through the journal's packing) restores a detector
+    that reports exactly what the uninterrupted one reports for the remaining images."""
+    contrasts = linear_contrasts("wse2", 200.0)
+    images = [render_flakes(SHAPE, scene(s, contrasts), gamma=2.2, seed=s) for s in range(6)]
+
+    def run(det: ContrastDetector, frames: list[np.ndarray]) -> list[list[tuple]]:
+        out = []
+        for image in frames:
+            found = det.detect(image, ImageMeta(pixel_size_um=1.0), [])
+            out.append([(d.layer_class, round(d.row, 3), round(d.col, 3), round(d.score, 6)) for d in found])
+        return out
+
+    whole = run(detector("wse2", 90.0), images)  # watch mode: learns as the images come
+    first = detector("wse2", 90.0)
+    head = run(first, images[:3])
+    blob = pack_state(first.state())
+    (tmp_path / "state.bin").write_bytes(blob)
+    resumed = detector("wse2", 90.0)
+    resumed.load_state(unpack_state((tmp_path / "state.bin").read_bytes()))
+    assert head + run(resumed, images[3:]) == whole
+    json.dumps(resumed.calibration_report())  # the manifest's report is JSON
+
+
+def test_fit_ladder_says_when_there_is_no_ladder() -> None:
+    """No plateaus, or only specks at the noise floor: no ladder, said in a note."""
+    graphene = get_registry().material("graphene")
+    empty = fit_ladder(np.zeros((0, 3)), np.zeros(0), graphene, 90.0)
+    assert empty.method == "none" and empty.note
+    faint = fit_ladder(np.full((5, 3), 0.002), np.ones(5), graphene, 90.0)
+    assert faint.method == "none"
+
+
+def test_without_a_ladder_thin_plateaus_are_reported_unclassified() -> None:
+    """A detector whose setup has no ladder reports thin-looking plateaus as 'thin' with no layer count."""
+    from flakehunter.plugins.contrast.ladder import no_ladder
+
+    contrasts = linear_contrasts("graphene", 90.0)
+    image = render_flakes(SHAPE, scene(1, contrasts), seed=1)
+    det = detector("graphene", 90.0)
+    det.detect(image, ImageMeta(pixel_size_um=1.0), [])  # creates the setup
+    det.setups.setups[0].ladder.fit = no_ladder(3, "test")
+    det.setups.setups[0].ladder.fitted_weight = float("inf")  # no refit
+    found = det.detect(image, ImageMeta(pixel_size_um=1.0), [])
+    assert found and all(d.layer_class == "thin" and d.layers is None for d in found)
+    assert "no layer ladder" in det.calibration_report()["note"]
