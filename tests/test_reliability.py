@@ -71,11 +71,14 @@ def test_resume_while_the_scan_runs_is_refused_and_nothing_is_lost(tmp_path: Pat
     second = cli("scan", "--resume", str(run_dir))
     assert second.returncode == 2, second.stderr
     assert f"pid {first.pid}" in second.stderr and "already running" in second.stderr
-    for other in (["detect", str(run_dir / "tiles"), "--material", "graphene", "--out", str(run_dir)],
-                  ["watch", str(tmp_path), "--out", str(run_dir), "--material", "graphene"]):
-        refused = cli(*other, timeout=60)
-        assert first.poll() is None, "the scan ended before every refusal was tried; slow its stage down"
-        assert refused.returncode == 2 and f"pid {first.pid}" in refused.stderr, refused.stderr
+    others = [start(*other) for other in (
+        ["detect", str(run_dir / "tiles"), "--material", "graphene", "--out", str(run_dir)],
+        ["watch", str(tmp_path), "--out", str(run_dir), "--material", "graphene"],
+    )]  # at once, so that all of them meet the scan still running
+    for refused in others:
+        _, refused_err = refused.communicate(timeout=60)
+        assert refused.returncode == 2 and f"pid {first.pid}" in refused_err, refused_err
+    assert first.poll() is None, "the scan ended before every refusal was tried; slow its stage down"
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     manifest = json.loads((run_dir / "manifest.json").read_text())

@@ -313,7 +313,8 @@ def _regions(image: Path, label_path: Path, crop_px: int, min_region_px: int) ->
     return out
 
 
-def _open_simulator(path: Path, task: str, classes: Sequence[str] | None, period_deg: float | None) -> LabelledData:
+def read_dataset_meta(path: Path) -> tuple[Path, dict[str, Any]]:
+    """A simulator dataset's ``dataset.json`` (``path`` is the folder or the file), checked for its format."""
     meta_path = path / "dataset.json" if path.is_dir() else path
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -321,6 +322,11 @@ def _open_simulator(path: Path, task: str, classes: Sequence[str] | None, period
         raise InputError(f"{meta_path}: not a readable dataset.json ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != DATASET_FORMAT:
         raise InputError(f"{meta_path}: format: expected {DATASET_FORMAT!r}")
+    return meta_path, meta
+
+
+def _open_simulator(path: Path, task: str, classes: Sequence[str] | None, period_deg: float | None) -> LabelledData:
+    meta_path, meta = read_dataset_meta(path)
     sim_task = meta.get("task")
     if not isinstance(sim_task, str) or _SIM_TASKS.get(sim_task) != task:
         raise InputError(f"{meta_path}: task: this is a {sim_task!r} dataset; it does not fit --task {task}")

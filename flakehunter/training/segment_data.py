@@ -19,7 +19,6 @@ the file's metadata, else ``pixel_size_um`` (``--set pixel_size_um=1.0``), else 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import numpy as np
 
 from flakehunter.errors import InputError
 from flakehunter.tiles import iter_image_files, read_image
-from flakehunter.training.datasets import DATASET_FORMAT
+from flakehunter.training.datasets import read_dataset_meta
 from flakehunter.training.segment_input import (
     CLASSES,
     IGNORE,
@@ -121,13 +120,7 @@ def open_segment_dataset(path: Path, format: str = "auto", pixel_size_um: float 
 def _read_simulator(path: Path) -> list[SegmentSample]:
     import csv
 
-    meta_path = path / "dataset.json" if path.is_dir() else path
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{meta_path}: not a readable dataset.json ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != DATASET_FORMAT:
-        raise InputError(f"{meta_path}: format: expected {DATASET_FORMAT!r}")
+    meta_path, meta = read_dataset_meta(path)
     if meta.get("task") != "segment":
         raise InputError(f"{meta_path}: task: this is a {meta.get('task')!r} dataset; it does not fit --task segment")
     if list(meta.get("classes", [])) != list(CLASSES):

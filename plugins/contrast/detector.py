@@ -30,7 +30,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +46,7 @@ from flakehunter.plugins.contrast.plateaus import (
     PlateauParams,
     RejectRules,
     find_plateaus,
+    masks_touch,
     reject_reason,
     saturation_mask,
 )
@@ -427,7 +427,7 @@ def merge_touching(found: list[tuple[Plateau, Detection]], gap_px: int = 4) -> l
             q, e = found[j]
             if d.layer_class != e.layer_class or not _boxes_near(p.bbox, q.bbox, gap_px):
                 continue
-            if _masks_touch(p, q, gap_px):
+            if masks_touch(p, q, gap_px):
                 parent[root(i)] = root(j)
     groups: dict[int, list[int]] = {}
     for i in range(len(found)):
@@ -456,16 +456,6 @@ def _boxes_near(a: tuple[int, int, int, int], b: tuple[int, int, int, int], gap:
     return a[0] <= b[2] + gap and b[0] <= a[2] + gap and a[1] <= b[3] + gap and b[1] <= a[3] + gap
 
 
-def _masks_touch(p: Plateau, q: Plateau, gap: int) -> bool:
-    """Whether two plateaus' regions come within ``gap`` pixels of each other."""
-    r0, c0 = min(p.bbox[0], q.bbox[0]) - gap, min(p.bbox[1], q.bbox[1]) - gap
-    r1, c1 = max(p.bbox[2], q.bbox[2]) + gap, max(p.bbox[3], q.bbox[3]) + gap
-    a = np.zeros((r1 - r0, c1 - c0), np.uint8)
-    b = np.zeros_like(a)
-    a[p.bbox[0] - r0 : p.bbox[2] - r0, p.bbox[1] - c0 : p.bbox[3] - c0] = p.mask
-    b[q.bbox[0] - r0 : q.bbox[2] - r0, q.bbox[1] - c0 : q.bbox[3] - c0] = q.mask
-    grown = cv2.dilate(a, np.ones((2 * gap + 1, 2 * gap + 1), np.uint8))
-    return bool(np.any(grown & b))
 
 
 def plateau_weight(p: Plateau, pixel_um: float) -> float:

@@ -235,7 +235,7 @@ def merge_pieces(plateaus: list[Plateau], noise: np.ndarray, shape: tuple[int, i
                 continue
             tolerance = 3.0 * math.hypot(p.uncertainty, q.uncertainty, floor) + 0.05 * float(
                 min(np.linalg.norm(p.contrast), np.linalg.norm(q.contrast)))
-            if np.linalg.norm(p.contrast - q.contrast) <= tolerance and _touch(p, q, gap_px):
+            if np.linalg.norm(p.contrast - q.contrast) <= tolerance and masks_touch(p, q, gap_px):
                 parent[root(i)] = root(j)
     groups: dict[int, list[Plateau]] = {}
     for i, p in enumerate(plateaus):
@@ -243,7 +243,8 @@ def merge_pieces(plateaus: list[Plateau], noise: np.ndarray, shape: tuple[int, i
     return [g[0] if len(g) == 1 else _union(g, shape) for g in groups.values()]
 
 
-def _touch(p: Plateau, q: Plateau, gap: int) -> bool:
+def masks_touch(p: Plateau, q: Plateau, gap: int) -> bool:
+    """Whether two plateaus' regions come within ``gap`` pixels of each other."""
     r0, c0 = min(p.bbox[0], q.bbox[0]) - gap, min(p.bbox[1], q.bbox[1]) - gap
     r1, c1 = max(p.bbox[2], q.bbox[2]) + gap, max(p.bbox[3], q.bbox[3]) + gap
     a = np.zeros((r1 - r0, c1 - c0), np.uint8)
