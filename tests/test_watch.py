@@ -447,3 +447,18 @@ def test_candidate_writer_recovers_the_records_of_finished_images(tmp_path: Path
     assert [c.to_record() for c in read_candidates(first)] == [c.to_record() for c in kept]
     rows = (first / "candidates.csv").read_text().splitlines()
     assert len(rows) == len(kept) + 1 and rows[0].startswith("id,x_um,y_um")
+
+
+def test_detectors_on_the_command_line_set_the_chain_and_keep_the_configs_options(tmp_path: Path) -> None:
+    """`watch --detectors contrast,cnn-axis`: the chain as given, the config's contrast options kept."""
+    from flakehunter.cli.watch import detect_config
+    from flakehunter.errors import InputError
+
+    config = tmp_path / "watch.yaml"
+    config.write_text("material: {name: graphene, oxide_nm: 90}\n"
+                      "detectors:\n  - {name: contrast, options: {min_area_um2: 40}}\n", encoding="utf-8")
+    cfg = detect_config(config, None, None, None, None, ["contrast,cnn-axis"])
+    assert [(d.name, d.options) for d in cfg.detectors] == [("contrast", {"min_area_um2": 40}), ("cnn-axis", {})]
+    assert [d.name for d in detect_config(config, None, None, None, None, None).detectors] == ["contrast"]
+    with pytest.raises(InputError, match="--detectors: expected at least one detector name"):
+        detect_config(config, None, None, None, None, [" , "])

@@ -138,6 +138,22 @@ def report_after_run(run_dir: Path, enabled: bool) -> None:
     typer.echo(f"  report:     {index}")
 
 
+def detector_names(values: list[str] | None) -> list[str] | None:
+    """``--detectors a,b --detectors c`` as ["a", "b", "c"]; None when the option was not given."""
+    from flakehunter.errors import InputError
+
+    if values is None:
+        return None
+    names = [n.strip() for value in values for n in value.split(",") if n.strip()]
+    if not names:
+        raise InputError("--detectors: expected at least one detector name, e.g. contrast,cnn-axis")
+    return names
+
+
+DETECTORS_OPTION = typer.Option(
+    "--detectors", "--detector", help="Detector chain, e.g. contrast or contrast,cnn-thickness,cnn-axis (repeatable)."
+)
+
 REPORT_OPTION = typer.Option(
     "--report/--no-report", envvar="FLAKEHUNTER_REPORT",
     help="Write RUN_DIR/report/ (overview, gallery) at the end (FLAKEHUNTER_REPORT=0 switches it off).",

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from flakehunter.cli._common import REPORT_OPTION, error, positive_option, report_after_run, reports_errors
+from flakehunter.cli._common import (
+    DETECTORS_OPTION,
+    REPORT_OPTION,
+    detector_names,
+    error,
+    positive_option,
+    report_after_run,
+    reports_errors,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -26,12 +34,7 @@ def detect(
     pixel_size_um: Annotated[
         float | None, typer.Option("--pixel-size-um", help="Pixel size when the files do not say.")
     ] = None,
-    detectors: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--detectors", "--detector", help="Detector chain, e.g. contrast or contrast,cnn-axis (repeatable)."
-        ),
-    ] = None,
+    detectors: Annotated[list[str] | None, DETECTORS_OPTION] = None,
     device: Annotated[str, typer.Option("--device", help="Compute device: auto, cpu or cuda.")] = "auto",
     profile: Annotated[
         str | None, typer.Option("--profile", help="Material profile (file or name) from `flakehunter calibrate`.")
@@ -62,9 +65,7 @@ def detect(
     contrast_options: dict[str, object] = {"calibration": calibration}
     if profile:
         contrast_options["profile"] = str(Path(profile).resolve()) if Path(profile).exists() else profile
-    names = [n.strip() for value in (detectors or ["contrast"]) for n in value.split(",") if n.strip()]
-    if not names:
-        raise InputError("--detectors: expected at least one detector name")
+    names = detector_names(detectors) or ["contrast"]
     sections = tuple(DetectorSection(name=n, options=contrast_options if n == "contrast" else {}) for n in names)
     spec = PipelineSpec(
         material=material, oxide_nm=oxide_nm, detectors=sections, pixel_size_um=pixel_size_um, device=device,

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from flakehunter.cli._common import (
+    DETECTORS_OPTION,
     REPORT_OPTION,
+    detector_names,
     positive_option,
     report_after_run,
     reports_errors,
@@ -28,11 +30,11 @@ def register(app: typer.Typer) -> None:
 
 def detect_config(
     config: Path | None, material: str | None, oxide_nm: float | None, pixel_size_um: float | None,
-    device: str | None,
+    device: str | None, detectors: list[str] | None = None,
 ) -> DetectConfig:
     """The watch config from ``--config`` with command-line overrides; one-line errors for bad values."""
     from flakehunter.compute import check_device_choice
-    from flakehunter.config import DetectConfig, MaterialConfig, load_detect_config
+    from flakehunter.config import DetectConfig, DetectorSection, MaterialConfig, load_detect_config
     from flakehunter.errors import InputError
 
     positive_option(oxide_nm, "--oxide-nm", "a positive thickness in nm")
@@ -53,6 +55,10 @@ def detect_config(
     if device is not None:
         check_device_choice(device)
         changes["device"] = device
+    names = detector_names(detectors)
+    if names is not None:  # the chain as given; a detector the config names keeps its options
+        configured = {d.name: d for d in cfg.detectors}
+        changes["detectors"] = [configured.get(n, DetectorSection(name=n)) for n in names]
     return cfg.model_copy(update=changes) if changes else cfg
 
 
@@ -72,6 +78,7 @@ def watch(
     pixel_size_um: Annotated[
         float | None, typer.Option("--pixel-size-um", help="Pixel size where a file's metadata has none.")
     ] = None,
+    detectors: Annotated[list[str] | None, DETECTORS_OPTION] = None,
     device: Annotated[str | None, typer.Option("--device", help="Compute device: auto, cpu or cuda.")] = None,
     log_file: Annotated[
         Path | None, typer.Option("--log-file", help="JSON-lines log, rotated (default: OUT/logs/watch.log).")
@@ -83,7 +90,7 @@ def watch(
     from flakehunter.logs import configure_logging
     from flakehunter.watch import Watcher
 
-    cfg = detect_config(config, material, oxide_nm, pixel_size_um, device)
+    cfg = detect_config(config, material, oxide_nm, pixel_size_um, device, detectors)
     if not directory.is_dir():  # before anything is created under OUT
         raise InputError(f"{directory}: watch folder does not exist or is not a folder")
     configure_logging(log_file or out / "logs" / "watch.log", debug=state.debug)
