@@ -180,6 +180,31 @@ def test_fit_ladder_says_when_there_is_no_ladder() -> None:
     assert faint.method == "none"
 
 
+def test_a_ladder_may_not_count_one_shade_twice() -> None:
+    """Residue in a band of shades (clusters of a cluttered WSe2 render): a bent ladder with rungs 2 and 3 on
+    one shade and rung 4 turned back would earn on three rungs from it; rungs that cannot be told apart make no
+    ladder, and a linear ladder must grow. The fit then rests on the flakes (1L, 2L, 3L)."""
+    from flakehunter.plugins.contrast.ladder_search import rung_spread, score
+
+    residue = np.array([[0.040, -0.010, -0.098], [0.050, -0.014, -0.133], [0.061, -0.019, -0.169],
+                        [0.051, -0.006, -0.116]])
+    weights = np.array([4.25, 3.7, 3.6, 1.3])
+    bent = np.array([[0.043, -0.009, -0.102], [0.063, -0.016, -0.158], [0.062, -0.019, -0.169],
+                     [0.049, -0.014, -0.134], [0.03, -0.01, -0.09], [0.0, 0.0, -0.03]])
+    cost, _ = score(residue, weights, bent[None], 0.0093)
+    assert np.isinf(cost[0])
+    spaced = np.array([n * np.array([0.045, -0.011, -0.105]) for n in range(1, 7)])
+    cost, _ = score(residue, weights, spaced[None], 0.0093)
+    assert np.isfinite(cost[0])
+
+    flakes = np.array([[0.091, 0.014, -0.112], [0.167, 0.028, -0.255], [0.261, 0.082, -0.451]])
+    points = np.vstack([flakes, residue])
+    fit = fit_ladder(points, np.r_[[4.0, 6.9, 1.9], weights], get_registry().material("wse2"), 166.0,
+                     floor=0.0093)
+    steps = np.linalg.norm(np.diff(fit.rungs[:4], axis=0), axis=1)
+    assert np.all(steps >= 1.5 * np.maximum(rung_spread(fit.rungs[1:4], 0.0093), rung_spread(fit.rungs[:3], 0.0093)))
+
+
 def test_without_a_ladder_thin_plateaus_are_reported_unclassified() -> None:
     """A detector whose setup has no ladder reports thin-looking plateaus as 'thin' with no layer count."""
     from flakehunter.plugins.contrast.ladder import no_ladder

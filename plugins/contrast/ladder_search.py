@@ -18,7 +18,8 @@ believed for the distinct layer counts it explains, not for one colour seen many
 fragments, a crowd of specks). Empty rungs below the lowest occupied one cost (a ladder has no gaps at
 its foot: a lone cluster is rather 1L than 3L), and so do clusters lying on the ladder's line between its
 rungs (a ladder is quantised; thick flakes beyond its top are no evidence against it), and a first rung
-lost in the noise.
+lost in the noise. Rungs that cannot be told apart make no ladder (`resolved`): they would earn twice from
+one shade of residue.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ INSIDE_COST = 0.5
 BELOW_COST = 1.0
 #: The first rung must stand this many floors clear of the substrate.
 MIN_FIRST_RUNG = 1.5
+#: Consecutive scored rungs must lie this many rung spreads apart: two rungs that cannot be told apart would
+#: earn twice from one patch of colour (a shade of residue counted as two layer counts).
+RESOLVE = 1.5
 #: Search: oxide grid coarse steps (of the table's step), coarse hypotheses refined, EM steps.
 COARSE_STEPS = 3
 REFINE = 6
@@ -150,7 +154,14 @@ def score(x: np.ndarray, w: np.ndarray, rungs: np.ndarray, floor: float) -> tupl
     unexplained = 0.5 * TRUNCATE**2 * (INSIDE_COST * np.sum(stray * sw, axis=1)
                                        + BELOW_COST * np.sum(below * sw, axis=1))
     lost = np.linalg.norm(rungs[:, 0, :], axis=1) < MIN_FIRST_RUNG * floor
+    lost |= ~resolved(rungs[:, :scored, :], sigma[:, :scored])
     return np.where(lost, np.inf, fit + gaps + unexplained), assign
+
+
+def resolved(rungs: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Whether each ladder's consecutive rungs (H, K, C) with spreads (H, K) lie ``RESOLVE`` spreads apart."""
+    step = np.linalg.norm(np.diff(rungs, axis=1), axis=2)
+    return np.all(step >= RESOLVE * np.maximum(sigma[:, 1:], sigma[:, :-1]), axis=1)
 
 
 def anchors(x: np.ndarray, w: np.ndarray, floor: float, heavy: int = 8, faint: int = 4) -> list[int]:
@@ -262,6 +273,10 @@ def search_linear(
     cost, assign = score(x, w, lad, floor)
     ratio = np.linalg.norm(bend, axis=1) / np.maximum(np.linalg.norm(step, axis=1), 1e-9)
     cost = cost + 0.5 * (ratio / BEND_PRIOR) ** 2 + LINEAR_COST + direction_cost(step, first_rungs, floor)
+    # This family's premise is contrast growing with the layer count: a bend that turns the ladder back
+    # within its scored rungs is none of it.
+    norms = np.linalg.norm(lad[:, :SCORED_RUNGS, :], axis=2)
+    cost = np.where(np.all(np.diff(norms, axis=1) > 0, axis=1), cost, np.inf)
     b = int(np.argmin(cost))
     return Best(lad[b], float(cost[b]), "linear"), cost, assign
 
