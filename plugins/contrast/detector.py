@@ -70,6 +70,9 @@ LADDER_MIN_AREA_UM2 = 80.0
 MATURE_POOL_IMAGES = 8
 #: Weight factor of a plateau without any straight edge (residue, dust) as ladder evidence.
 ROUND_WEIGHT = 0.3
+#: A straight-edged plateau counts fully only with at least this solidity (area over convex hull): a crystal
+#: is a compact polygon, while dust clumps and residue rings found a straight stretch of rim are ragged.
+MIN_SOLIDITY = 0.75
 #: Without a ladder, a plateau is "thin" when its contrast is within this factor of the largest 3L contrast
 #: the thin-film model gives on any oxide.
 THIN_ENVELOPE = 1.5
@@ -294,7 +297,8 @@ class ContrastDetector:
         return [*detections, *merge_touching(found)]
 
     def _weight(self, contrast: np.ndarray, p: Plateau, pixel_um: float, fit: LadderFit | None = None) -> float:
-        """A plateau's weight as ladder evidence (`plateau_weight`), a third of it without a straight edge.
+        """A plateau's weight as ladder evidence (`plateau_weight`), a third of it without a straight edge or
+        when ragged (solidity below ``MIN_SOLIDITY``).
 
         Crystals cleave along straight edges; residue blobs and dust specks are round. Both come in a
         continuum of shades that could pass for a ladder, so the round ones count little. Plateaus far beyond
@@ -311,6 +315,8 @@ class ContrastDetector:
             (rung,), _ = fit.classify(p.contrast[None, :], MAX_RUNG_DISTANCE, p.uncertainty)
             if rung == 0:
                 return ROUND_WEIGHT * weight
+        if p.solidity < MIN_SOLIDITY:
+            return ROUND_WEIGHT * weight  # ragged: a straight stretch of rim does not make it a crystal
         edges = self._edges(contrast, p)
         return weight if edges is not None and edges.edges else ROUND_WEIGHT * weight
 
