@@ -88,6 +88,17 @@ def write_report(
 
 
 def _build(data: RunData, out: Path, overview_max_px: int, workers: int) -> PageParts:
+    # The plot (matplotlib: Python, holding the GIL) is drawn while the images are read and shrunk and the
+    # overview is composed (I/O and OpenCV, which release it).
+    with ThreadPoolExecutor(max_workers=1) as plotter:
+        plot = plotter.submit(candidates_png, out / files.CANDIDATES_PLOT, data.candidates)
+        parts = _build_pages(data, out, overview_max_px, workers)
+        if plot.result() is not None:
+            parts.plot = files.CANDIDATES_PLOT
+    return parts
+
+
+def _build_pages(data: RunData, out: Path, overview_max_px: int, workers: int) -> PageParts:
     (out / files.CROPS).mkdir()
     by_image: dict[str, list[Candidate]] = defaultdict(list)
     best = sorted(data.candidates, key=lambda c: (-c.score, c.id))[:MAX_CROPS]
@@ -123,8 +134,6 @@ def _build(data: RunData, out: Path, overview_max_px: int, workers: int) -> Page
     else:
         parts.no_overview = _why_no_overview(data)
     parts.candidates = [_page_entry(c, georef, c.id in crops, c.id in gradcams) for c in data.candidates]
-    if candidates_png(out / files.CANDIDATES_PLOT, data.candidates) is not None:
-        parts.plot = files.CANDIDATES_PLOT
     parts.evaluation = _copy_evaluation(data, out)
     return parts
 

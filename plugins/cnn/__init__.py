@@ -12,21 +12,38 @@ writes a Grad-CAM overlay of a candidate's crop. README.md gives the numbers and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from flakehunter.hookspecs import RegisterDetector, hookimpl
+from flakehunter.plugins.cnn.options import AxisOptions, ThicknessOptions
 
 if TYPE_CHECKING:
     import typer
+    from pydantic import BaseModel
+
+    from flakehunter.analysis.detector import DetectionContext, Detector
+
+
+class DeferredDetector:
+    """A detector factory that imports its module, and with it torch, only when a detector is built: every
+    command builds the registry (two seconds of torch import each time), and most runs use no CNN."""
+
+    def __init__(self, module: str, name: str, options: type[BaseModel]) -> None:
+        self._module, self._name = module, name
+        self.Options = options
+        self.__qualname__ = name
+
+    def __call__(self, options: Any, context: DetectionContext) -> Detector:
+        detector: Detector = getattr(importlib.import_module(self._module), self._name)(options, context)
+        return detector
 
 
 @hookimpl
 def register_detectors(register: RegisterDetector) -> None:
-    from flakehunter.plugins.cnn.axis import CnnAxisDetector
-    from flakehunter.plugins.cnn.thickness import CnnThicknessDetector
-
-    register("cnn-thickness", CnnThicknessDetector)
-    register("cnn-axis", CnnAxisDetector)
+    register("cnn-thickness", DeferredDetector("flakehunter.plugins.cnn.thickness", "CnnThicknessDetector",
+                                               ThicknessOptions))
+    register("cnn-axis", DeferredDetector("flakehunter.plugins.cnn.axis", "CnnAxisDetector", AxisOptions))
 
 
 @hookimpl

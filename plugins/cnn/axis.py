@@ -25,30 +25,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from flakehunter.analysis.detector import Detection, DetectionContext
 from flakehunter.plugins.cnn.model_store import choose_device, load_model, resolve_weights
+from flakehunter.plugins.cnn.options import AxisOptions
 from flakehunter.plugins.cnn.segmentation import shared_grid
 from flakehunter.tiles import ImageMeta
 from flakehunter.training.angles import angle_error_deg
 from flakehunter.training.axis_input import flake_coordinate, flake_vector, to_uint8, window_box, window_contrast
 from flakehunter.training.segment_input import GridContrast
-
-
-class AxisOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    weights: str | None = Field(None, description="model.pt of flakehunter train --task angle on a foreign axis "
-                                "dataset; default: the shipped weights for the material's edge symmetry")
-    batch_size: int | None = Field(None, ge=1, le=256, description="Images per call (default 16 on a GPU, 1 on "
-                                   "the CPU); their crops go through the network together")
-    min_confidence: float = Field(0.5, ge=0, le=1, description="Smallest length of the predicted unit vector")
-    min_edge_fraction: float = Field(0.28, gt=0, le=1, description="Share of the flake's edge strength that must lie "
-                                     "within ±1.5° of the angle (a round outline puts 3°/P there)")
-    window_deg: float = Field(5.0, gt=0, le=10, description="Edges within this of the network's angle refine it")
-    min_window_px: int = Field(12, ge=6, description="Flakes smaller than this across get no axis")
-    verify_classical: bool = Field(True, description="Keep an earlier detector's axis only where the edges support it")
 
 
 @dataclass

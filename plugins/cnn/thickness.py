@@ -29,11 +29,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from flakehunter.analysis.detector import Detection, DetectionContext
 from flakehunter.plugins.cnn.ladder import RungBook
 from flakehunter.plugins.cnn.model_store import choose_device, load_model, resolve_weights
+from flakehunter.plugins.cnn.options import ThicknessOptions
 from flakehunter.plugins.cnn.own_ladder import OwnLadders
 from flakehunter.plugins.cnn.segmentation import (
     FEW,
@@ -47,31 +47,6 @@ from flakehunter.plugins.cnn.segmentation import (
 )
 from flakehunter.tiles import ImageMeta
 from flakehunter.training.segment_input import CLASSES, GridContrast
-
-
-class ThicknessOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    weights: str | None = Field(None, description="model.pt written by flakehunter train --task segment "
-                                "(model.json beside it); default: the shipped weights")
-    batch_size: int | None = Field(None, ge=1, le=256, description="Images per network pass (default 16 on a GPU, "
-                                   "1 on the CPU)")
-    min_area_um2: float = Field(25.0, gt=0, description="Smallest region reported")
-    add_threshold: float = Field(0.85, ge=0, le=1, description="After another detector: a thin region it did not "
-                                 "report becomes a candidate at this mean thin probability")
-    alone_threshold: float = Field(0.65, ge=0, le=1, description="Alone (own ladder): a thin region becomes a "
-                                   "candidate at this mean thin probability")
-    reject_junk: float = Field(0.7, gt=0, le=1, description="An earlier candidate is rejected where the network "
-                               "sees junk with this probability")
-    disagree_factor: float = Field(0.6, ge=0, le=1, description="Score factor where network and ladder disagree")
-    report_classes: list[str] = Field(default_factory=list, description="Also report these non-target classes "
-                                      "(few, bulk)")
-    calibration_images: int = Field(6, ge=1, description="Images examined to learn its own ladder before detecting")
-    max_rung_distance: float = Field(3.0, gt=0, description="A region further from its rung (in spreads) is on none")
-    add_needs_agreement: bool = Field(True, description="A region no earlier detector reported is added only where "
-                                      "the network's class and the earlier detectors' ladder agree")
-    add_max_distance: float = Field(1.0, gt=0, description="... and its contrast lies within this many spreads of "
-                                    "that rung")
 
 
 class CnnThicknessDetector:
