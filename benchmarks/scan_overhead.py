@@ -10,7 +10,8 @@ that exposes 20 ms: what a real stop-and-go scan costs, without the simulator's 
 time is the sum over tiles of the planned move, the settle and the exposure; the overhead is how much
 longer the whole scan takes, start (devices, calibration) and end (the last tile's analysis) included.
 
-**memory**: scans of ``N`` small tiles with an instant stage; the process's peak RSS (VmHWM) per N.
+**memory**: scans of ``N`` small tiles with an instant stage; the process's peak RSS (VmHWM) per N, and what
+generating that simulated chip alone adds to a process (the simulator keeps its chip in the scanning process).
 Each prints one summary line and writes JSON (``--json``).
 """
 
@@ -127,8 +128,29 @@ def memory(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         data = config(rows, cols, shape, {"time_scale": 0}, simulated_camera(shape, size, 200))
         run_dir, wall, rss = scan(data, work, f"mem{n}")
         tiles = json.loads((run_dir / "manifest.json").read_text())["summary"]["items_total"]
-        out[str(n)] = {"tiles": tiles, "peak_rss_mib": round(rss, 1), "wall_s": round(wall, 1)}
+        out[str(n)] = {"tiles": tiles, "peak_rss_mib": round(rss, 1), "wall_s": round(wall, 1),
+                       "simulated_chip_mib": round(chip_mib(data["camera"]["options"]["chip"]), 1)}
     return out
+
+
+# The simulated chip lives in the scanning process (a real camera's chip does not): how much of the peak it is.
+CHIP_RSS = """
+import json, resource, sys
+from flakehunter.hardware.simulator.chip import ChipSpec
+from flakehunter.hardware.simulator.generate import generate_chip
+from flakehunter.registry import get_registry
+material = get_registry().material("graphene")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+generate_chip(ChipSpec(**json.loads(sys.argv[1])), material, 90.0, seed=0)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+
+
+def chip_mib(chip: dict[str, Any]) -> float:
+    """Peak memory that generating the simulated chip alone adds to a process, MiB."""
+    proc = subprocess.run([sys.executable, "-c", CHIP_RSS, json.dumps(chip)], capture_output=True, text=True,
+                          check=True)
+    return float(proc.stdout.strip())
 
 
 def startup(work: Path) -> dict[str, Any]:
@@ -158,7 +180,8 @@ def main() -> None:
                   f"start-up); peak RSS {result['peak_rss_mib']} MiB")
         elif args.what == "memory":
             result = memory(args, work)
-            print("peak RSS: " + ", ".join(f"{v['tiles']} tiles {v['peak_rss_mib']} MiB" for v in result.values()))
+            print("peak RSS: " + ", ".join(f"{v['tiles']} tiles {v['peak_rss_mib']} MiB (the simulated chip alone "
+                                           f"{v['simulated_chip_mib']} MiB)" for v in result.values()))
         else:
             result = startup(work)
             print(f"scan --dry-run of configs/demo.yaml: {result['dry_run_s_median']} s (median of 5)")

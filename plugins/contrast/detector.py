@@ -46,9 +46,9 @@ from flakehunter.plugins.contrast.plateaus import (
     PlateauParams,
     RejectRules,
     find_plateaus,
-    masks_touch,
     reject_reason,
     saturation_mask,
+    touching_groups,
 )
 from flakehunter.plugins.contrast.profile import MaterialProfile, load_profile, profile_dirs
 from flakehunter.plugins.contrast.setups import Setup, SetupBook
@@ -420,26 +420,11 @@ class ContrastDetector:
 def merge_touching(found: list[tuple[Plateau, Detection]], gap_px: int = 4) -> list[Detection]:
     """One detection per flake: plateaus of the same layer class that touch (within ``gap_px``) are one flake
     seen in pieces (a seed split by noise, a small flake's peak beside its flat part)."""
-    parent = list(range(len(found)))
+    def same_class(i: int, j: int) -> bool:
+        return found[i][1].layer_class == found[j][1].layer_class
 
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, (p, d) in enumerate(found):
-        for j in range(i):
-            q, e = found[j]
-            if d.layer_class != e.layer_class or not _boxes_near(p.bbox, q.bbox, gap_px):
-                continue
-            if masks_touch(p, q, gap_px):
-                parent[root(i)] = root(j)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(found)):
-        groups.setdefault(root(i), []).append(i)
     out = []
-    for members in groups.values():
+    for members in touching_groups([p for p, _ in found], same_class, gap_px):
         if len(members) == 1:
             out.append(found[members[0]][1])
             continue
@@ -456,12 +441,6 @@ def merge_touching(found: list[tuple[Plateau, Detection]], gap_px: int = 4) -> l
         main.extra["pieces"] = len(dets)
         out.append(main)
     return out
-
-
-def _boxes_near(a: tuple[int, int, int, int], b: tuple[int, int, int, int], gap: int) -> bool:
-    return a[0] <= b[2] + gap and b[0] <= a[2] + gap and a[1] <= b[3] + gap and b[1] <= a[3] + gap
-
-
 
 
 def plateau_weight(p: Plateau, pixel_um: float) -> float:
@@ -481,14 +460,14 @@ def plateau_weight(p: Plateau, pixel_um: float) -> float:
 def _profile_ladder(profile: MaterialProfile, material: Any, nominal_oxide_nm: float, rungs: int,
                     channels: int) -> LadderFit:
     """A ladder pinned by a measured profile: its means where measured, the model scaled to them elsewhere."""
-    from flakehunter.plugins.contrast.layers import LayerModel
+    from flakehunter.plugins.contrast.layers import profile_rungs
 
-    model = LayerModel.from_profile(profile, material, nominal_oxide_nm, rungs, channels=channels)
-    spread = rung_spread(model.centroids)
+    centroids, oxide_nm = profile_rungs(profile, material, nominal_oxide_nm, rungs, channels=channels)
+    spread = rung_spread(centroids)
     for n, stats in profile.classes.items():
         if 1 <= n <= len(spread):
             spread[n - 1] = max(float(np.sqrt(np.trace(stats.cov) / channels)), 0.5 * spread[n - 1])
-    return pinned_ladder("profile", model.centroids, spread, f"profile {profile.name}", model.oxide_nm)
+    return pinned_ladder("profile", centroids, spread, f"profile {profile.name}", oxide_nm)
 
 
 def _fingerprint(image: np.ndarray) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,6 +219,20 @@ def merge_pieces(plateaus: list[Plateau], noise: np.ndarray, shape: tuple[int, i
     """Plateaus that touch and share a level are one region cut in pieces (noise broke its flat seed, or a
     small flake's peak lies beside its flat part): join them, so that shape rules see the whole (a scratch
     is long only as a whole)."""
+    floor = float(np.sqrt(np.mean(noise**2)))
+
+    def same_level(p: Plateau, q: Plateau) -> bool:
+        tolerance = 3.0 * math.hypot(p.uncertainty, q.uncertainty, floor) + 0.05 * float(
+            min(np.linalg.norm(p.contrast), np.linalg.norm(q.contrast)))
+        return bool(np.linalg.norm(p.contrast - q.contrast) <= tolerance)
+
+    groups = touching_groups(plateaus, lambda i, j: same_level(plateaus[i], plateaus[j]), gap_px)
+    return [plateaus[g[0]] if len(g) == 1 else _union([plateaus[i] for i in g], shape) for g in groups]
+
+
+def touching_groups(plateaus: Sequence[Plateau], alike: Callable[[int, int], bool], gap_px: int) -> list[list[int]]:
+    """Indices of the plateaus in groups: i and j join when ``alike(i, j)`` holds and their masks come within
+    ``gap_px``, and groups joined through a third are one (union-find). Groups in order of their first member."""
     parent = list(range(len(plateaus)))
 
     def root(i: int) -> int:
@@ -226,21 +241,20 @@ def merge_pieces(plateaus: list[Plateau], noise: np.ndarray, shape: tuple[int, i
             i = parent[i]
         return i
 
-    floor = float(np.sqrt(np.mean(noise**2)))
     for i, p in enumerate(plateaus):
         for j in range(i):
             q = plateaus[j]
-            if not (p.bbox[0] <= q.bbox[2] + gap_px and q.bbox[0] <= p.bbox[2] + gap_px
-                    and p.bbox[1] <= q.bbox[3] + gap_px and q.bbox[1] <= p.bbox[3] + gap_px):
-                continue
-            tolerance = 3.0 * math.hypot(p.uncertainty, q.uncertainty, floor) + 0.05 * float(
-                min(np.linalg.norm(p.contrast), np.linalg.norm(q.contrast)))
-            if np.linalg.norm(p.contrast - q.contrast) <= tolerance and masks_touch(p, q, gap_px):
+            if boxes_near(p.bbox, q.bbox, gap_px) and alike(i, j) and masks_touch(p, q, gap_px):
                 parent[root(i)] = root(j)
-    groups: dict[int, list[Plateau]] = {}
-    for i, p in enumerate(plateaus):
-        groups.setdefault(root(i), []).append(p)
-    return [g[0] if len(g) == 1 else _union(g, shape) for g in groups.values()]
+    groups: dict[int, list[int]] = {}
+    for i in range(len(plateaus)):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
+
+
+def boxes_near(a: tuple[int, int, int, int], b: tuple[int, int, int, int], gap: int) -> bool:
+    """Whether two (r0, c0, r1, c1) boxes come within ``gap`` pixels of each other."""
+    return a[0] <= b[2] + gap and b[0] <= a[2] + gap and a[1] <= b[3] + gap and b[1] <= a[3] + gap
 
 
 def masks_touch(p: Plateau, q: Plateau, gap: int) -> bool:
