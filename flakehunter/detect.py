@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flakehunter.analysis.pipeline import PipelineSpec, build_pipeline
-from flakehunter.analysis.step import AnalysisInput, AnalysisStep
+from flakehunter.analysis.step import AnalysisInput, AnalysisStep, image_megapixel_limit
 from flakehunter.errors import InputError
 from flakehunter.geometry import PixelTransform, TileOwnership
 from flakehunter.journal import DONE, FAILED, Journal
@@ -66,17 +66,18 @@ def run_detect(
     registry = get_registry()
     run = RunDirectory(out)
     pipeline = build_pipeline(spec, registry, run.path)  # a bad option is refused before anything is written
+    megapixel_limit = image_megapixel_limit()
     run.open("detect")
     try:
         with Journal(run.journal) as journal:
-            return _detect_owned(run, journal, files, paths, spec, pipeline, overlays, registry)
+            return _detect_owned(run, journal, files, paths, spec, pipeline, overlays, registry, megapixel_limit)
     finally:
         run.close()
 
 
 def _detect_owned(
     run: RunDirectory, journal: Journal, files: list[Path], paths: list[Path], spec: PipelineSpec, pipeline: Any,
-    overlays: bool, registry: Any,
+    overlays: bool, registry: Any, megapixel_limit: float,
 ) -> dict[str, Any]:
     started = time.monotonic()
     created = run_manifest.now_iso()
@@ -87,6 +88,7 @@ def _detect_owned(
         step = AnalysisStep(
             pipeline, journal, writer, pixel_size_um=spec.pixel_size_um,
             ownership=image_ownership(files, spec.pixel_size_um), overlays=run.overlays if overlays else None,
+            max_image_megapixels=megapixel_limit,
         )
         keys = [file_key(f) for f in files]
 

@@ -106,7 +106,7 @@ def _upright(arr: np.ndarray, orientation: int) -> np.ndarray:
 
 def read_tiff(fh: IO[bytes]) -> tuple[np.ndarray, ImageMeta]:
     size = fh.seek(0, os.SEEK_END)
-    problem = _tiff_truncation(fh, size)
+    problem = tiff_truncation(fh, size)
     if problem:
         raise ImageFormatError(f"truncated TIFF, maybe still being written: {problem}")
     fh.seek(0)
@@ -243,7 +243,7 @@ _STRIP_TAGS = {273: 279, 324: 325}  # StripOffsets -> StripByteCounts, TileOffse
 _MAX_IFDS = 1_000_000
 
 
-def _tiff_truncation(fh: IO[bytes], size: int) -> str | None:
+def tiff_truncation(fh: IO[bytes], size: int) -> str | None:
     """Walk the IFD chain and say what lies beyond the end of the file, or None if nothing does.
 
     tifffile silently drops a tag whose value lies past the end (so a half-written OME-TIFF would read

@@ -23,7 +23,7 @@ from flakehunter.acquisition.engine import TileEngine, TileRecord, tile_key
 from flakehunter.acquisition.plan import ScanPlan, make_plan
 from flakehunter.acquisition.runner import ScanRunner
 from flakehunter.analysis.pipeline import PipelineSpec, build_pipeline
-from flakehunter.analysis.step import AnalysisInput, AnalysisResult, AnalysisStep
+from flakehunter.analysis.step import AnalysisInput, AnalysisResult, AnalysisStep, image_megapixel_limit
 from flakehunter.atomic import write_text_atomic
 from flakehunter.candidates import Candidate
 from flakehunter.config import ScanConfig, parse_config
@@ -182,6 +182,7 @@ class Scan:
         # The detectors are built before anything is written, so a bad detector option leaves no run behind.
         spec = PipelineSpec.from_scan(self.config, self.config_path, self.device)
         pipeline = build_pipeline(spec, self.registry, self.run_dir)
+        image_megapixel_limit()  # a bad FLAKEHUNTER_MAX_IMAGE_MP is refused before anything is written too
         try:
             self.out.tiles.mkdir(parents=True, exist_ok=True)
             if not self.resume:

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,14 @@ from flakehunter.atomic import atomic_write, is_temp_name
 from flakehunter.errors import InputError, RuntimeFailure
 from flakehunter.image_decode import ImageFormatError, image_format, one_line, read_png_jpeg, read_tiff
 from flakehunter.image_metadata import PROVENANCE_FORMAT, PROVENANCE_KEY, ImageMeta, tiff_meta
+from flakehunter.image_windows import WindowedTiff, open_windowed
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "ImageMeta",
     "is_temp_file",
     "iter_image_files",
+    "open_windows",
     "read_image",
     "tile_filename",
     "write_tile",
@@ -213,18 +216,35 @@ def read_image(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
     suffix. Raises ``InputError`` for a missing, unreadable, truncated or unsupported file.
     """
     path = Path(path)
+    with _readable(path), open(path, "rb") as fh:
+        head = fh.read(16)
+        if not head:
+            raise ImageFormatError("file is empty")
+        kind = image_format(head)
+        if kind == "tiff":
+            return read_tiff(fh)
+        if kind is None:
+            raise ImageFormatError("not TIFF, PNG or JPEG data")
+        fh.seek(0)
+        return read_png_jpeg(fh.read(), is_png=kind == "png"), ImageMeta()
+    raise AssertionError("unreachable")  # _readable re-raises every exception
+
+
+def open_windows(path: str | Path) -> WindowedTiff | None:
+    """The image at ``path`` as a `WindowedTiff` that reads windows of it without decoding the rest, or
+    None when its format or layout is not windowed (read it whole with `read_image`). Use it as a context
+    manager. Raises ``InputError`` as `read_image` does."""
+    path = Path(path)
+    with _readable(path):
+        return open_windowed(path)
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """Turn whatever reading ``path`` raises into one ``InputError`` line naming it."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-            if not head:
-                raise ImageFormatError("file is empty")
-            kind = image_format(head)
-            if kind == "tiff":
-                return read_tiff(fh)
-            if kind is None:
-                raise ImageFormatError("not TIFF, PNG or JPEG data")
-            fh.seek(0)
-            return read_png_jpeg(fh.read(), is_png=kind == "png"), ImageMeta()
+        yield
     except ImageFormatError as exc:
         raise InputError(f"{path}: not a readable image ({exc})") from None
     except InputError:

@@ -243,6 +243,78 @@ def test_a_large_image_is_analysed_in_windows_in_bounded_memory(tmp_path: Path) 
     assert len(results["windows"]) == len({(r, c) for r, c, _ in results["windows"]}), "each flake once"
 
 
+def _windowed_step(out: Path, window_px: int, **options: object) -> tuple[object, object]:
+    from flakehunter.analysis.pipeline import PipelineSpec, build_pipeline
+    from flakehunter.analysis.step import AnalysisStep
+    from flakehunter.registry import get_registry
+    from flakehunter.run.candidate_writer import CandidateWriter
+
+    out.mkdir()
+    pipeline = build_pipeline(PipelineSpec(material="graphene", oxide_nm=90.0, pixel_size_um=1.15), get_registry(), out)
+    journal, writer = Journal(out / "journal.sqlite"), CandidateWriter(out)
+    step = AnalysisStep(pipeline, journal, writer, pixel_size_um=1.15, window_px=window_px, window_overlap_px=96,
+                        **options)  # type: ignore[arg-type]
+    return step, (journal, writer)
+
+
+def test_a_large_tiff_is_read_a_window_at_a_time_with_the_same_result(tmp_path: Path, monkeypatch) -> None:
+    """A TIFF larger than the analysis window is never read whole: the windows are read from the file one at
+    a time, and the candidates are those of the same windows of the image held in memory."""
+    import cv2
+
+    import flakehunter.tiles
+    from flakehunter.analysis.step import AnalysisInput
+    from flakehunter.geometry import PixelTransform
+    from flakehunter.hardware.simulator.chip import ChipSpec
+    from flakehunter.hardware.simulator.generate import generate_chip
+    from flakehunter.hardware.simulator.microscope import SimulatedMicroscope
+    from flakehunter.registry import get_registry
+
+    spec = ChipSpec(origin_um=(0, 0), size_um=(1000, 700), thin_flakes=25, thick_flakes=6, dust=0,
+                    residue_blobs=0, min_spacing_um=15)
+    layout = generate_chip(spec, get_registry().material("graphene"), 90.0, seed=4)
+    scope = SimulatedMicroscope(layout, seed=4, transform=PixelTransform(1.15), shape=(600, 860))
+    image = np.asarray(scope.snap_at(500, 350))
+    path = tmp_path / "large.tif"
+    tifffile.imwrite(path, image, photometric="rgb", rowsperstrip=50, compression="zlib")
+
+    step, (journal, writer) = _windowed_step(tmp_path / "memory", 256)
+    with journal, writer:
+        [held] = step.analyse([AnalysisInput("img", image=image)])  # type: ignore[attr-defined]
+
+    def no_whole_reads(p: object) -> object:
+        raise AssertionError(f"{p} read whole")
+
+    monkeypatch.setattr(flakehunter.tiles, "read_image", no_whole_reads)  # a spy: the real reader must not run
+    step, (journal, writer) = _windowed_step(tmp_path / "file", 256, overlays=tmp_path / "overlays")
+    with journal, writer:
+        [read] = step.analyse([AnalysisInput(str(path), path=path)])  # type: ignore[attr-defined]
+    assert read.status == "done" and len(held.candidates) >= 5
+    assert [(c.row, c.col, c.layer_class) for c in read.candidates] == \
+        [(c.row, c.col, c.layer_class) for c in held.candidates]
+    overlay = cv2.imread(str(tmp_path / "overlays" / "large.png"))
+    assert overlay is not None and overlay.shape[:2] == (600, 860)
+
+
+def test_a_large_float_tiff_with_nan_windows_is_analysed_where_it_is_finite(tmp_path: Path) -> None:
+    from flakehunter.analysis.step import AnalysisInput
+
+    image = np.full((600, 900, 3), 0.5, np.float32)
+    image[:, :300] = np.nan  # the left windows hold no finite pixel
+    image[400, 500] = np.inf
+    path = tmp_path / "nan.tif"
+    tifffile.imwrite(path, image, photometric="rgb")
+    step, (journal, writer) = _windowed_step(tmp_path / "run", 256)
+    with journal, writer:
+        [result] = step.analyse([AnalysisInput(str(path), path=path)])  # type: ignore[attr-defined]
+        assert result.status == "done"
+        assert any("NaN/inf pixel value(s)" in w for w in result.warnings)
+        image[:] = np.nan
+        tifffile.imwrite(path, image, photometric="rgb")
+        [result] = step.analyse([AnalysisInput(str(path) + "#2", path=path)])  # type: ignore[attr-defined]
+    assert result.status == "failed" and "no finite pixel" in (result.error or "")
+
+
 def test_an_image_over_the_size_limit_is_refused_with_its_size(tmp_path: Path) -> None:
     from flakehunter.analysis.pipeline import PipelineSpec, build_pipeline
     from flakehunter.analysis.step import AnalysisInput, AnalysisStep
@@ -254,6 +326,30 @@ def test_an_image_over_the_size_limit_is_refused_with_its_size(tmp_path: Path) -
         step = AnalysisStep(pipeline, journal, writer, pixel_size_um=1.0, max_image_megapixels=0.5)
         [result] = step.analyse([AnalysisInput("big", image=np.zeros((1000, 1000, 3), np.uint8))])
     assert result.status == "failed" and "1 MP" in (result.error or "") and "0.5 MP" in (result.error or "")
+
+
+def test_the_size_limit_is_set_by_the_environment_and_a_bad_value_refused_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flakehunter.analysis.pipeline import PipelineSpec, build_pipeline
+    from flakehunter.analysis.step import AnalysisInput, AnalysisStep
+    from flakehunter.registry import get_registry
+    from flakehunter.run.candidate_writer import CandidateWriter
+
+    monkeypatch.setenv("FLAKEHUNTER_MAX_IMAGE_MP", "0.25")
+    pipeline = build_pipeline(PipelineSpec(material="graphene", oxide_nm=90.0), get_registry(), tmp_path)
+    with Journal(tmp_path / "journal.sqlite") as journal, CandidateWriter(tmp_path) as writer:
+        step = AnalysisStep(pipeline, journal, writer, pixel_size_um=1.0)
+        [result] = step.analyse([AnalysisInput("big", image=np.zeros((600, 600, 3), np.uint8))])
+    assert result.status == "failed" and "0.25 MP" in (result.error or "")
+    assert "FLAKEHUNTER_MAX_IMAGE_MP=MEGAPIXELS" in (result.error or "")
+    image = tmp_path / "a.tif"
+    tifffile.imwrite(image, np.full((40, 50, 3), 120, np.uint8), photometric="rgb")
+    monkeypatch.setenv("FLAKEHUNTER_MAX_IMAGE_MP", "lots")
+    done = cli("detect", str(image), "-m", "graphene", "--pixel-size-um", "1", "--out", str(tmp_path / "run"))
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "error: FLAKEHUNTER_MAX_IMAGE_MP: expected a positive number of megapixels, got 'lots'"]
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_text_file_named_tif_is_quarantined_within_settle_plus_2_s(tmp_path: Path) -> None:

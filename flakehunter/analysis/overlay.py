@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import numpy as np
 
 from flakehunter.analysis.detector import Detection
 from flakehunter.atomic import atomic_write
+
+#: Long side of an overlay PNG, in pixels.
+OVERLAY_SIDE_PX = 2000
 
 # BGR colours per layer count, distinct at a glance; others white.
 _COLOURS = {1: (0, 255, 255), 2: (0, 200, 0), 3: (255, 128, 0), 4: (255, 0, 255)}
@@ -26,8 +30,13 @@ def to_display(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
 
 
-def draw_overlay(image: np.ndarray, detections: Sequence[Detection], labels: Sequence[str] | None = None) -> np.ndarray:
-    """BGR image with a box, the layer class, score and crystal axis of every detection."""
+def draw_overlay(
+    image: np.ndarray, detections: Sequence[Detection], labels: Sequence[str] | None = None, scale: float = 1.0,
+) -> np.ndarray:
+    """BGR image with a box, the layer class, score and crystal axis of every detection (their pixel
+    coordinates times ``scale``, for an image shrunk by that much)."""
+    if scale != 1.0:
+        detections = [_scaled(d, scale) for d in detections]
     out = to_display(image)
     thickness = max(1, round(max(out.shape[:2]) / 800))
     for i, d in enumerate(detections):
@@ -51,10 +60,12 @@ def save_overlay(
     image: np.ndarray,
     detections: Sequence[Detection],
     labels: Sequence[str] | None = None,
-    max_side_px: int = 2000,
+    max_side_px: int = OVERLAY_SIDE_PX,
+    scale: float = 1.0,
 ) -> Path:
-    """Write the overlay as a PNG (scaled down to ``max_side_px`` on its long side)."""
-    out = draw_overlay(image, detections, labels)
+    """Write the overlay as a PNG (scaled down to ``max_side_px`` on its long side); ``scale`` as in
+    `draw_overlay`."""
+    out = draw_overlay(image, detections, labels, scale)
     scale = max_side_px / max(out.shape[:2])
     if scale < 1:
         out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -65,3 +76,10 @@ def save_overlay(
     with atomic_write(path, "wb") as fh:
         fh.write(data.tobytes())
     return path
+
+
+def _scaled(d: Detection, scale: float) -> Detection:
+    r0, c0, r1, c1 = d.bbox
+    box = (int(r0 * scale), int(c0 * scale), max(int(r1 * scale), int(r0 * scale) + 1),
+           max(int(c1 * scale), int(c0 * scale) + 1))
+    return dataclasses.replace(d, row=d.row * scale, col=d.col * scale, bbox=box)

@@ -9,7 +9,8 @@
    calibration durably before any image counts as done, so every mode analyses with the same
    calibration and a resume reproduces it;
 3. runs the detector pipeline (several images per call where a detector batches; an image larger
-   than the analysis window is analysed in overlapping windows, so memory stays bounded);
+   than the analysis window is analysed in overlapping windows, and a large TIFF is read a window at a
+   time (`flakehunter.image_windows`), so memory grows with the window, not with the image);
 4. maps detections to stage µm, keeps those this image owns where images overlap, appends them
    durably, and only then marks the image done in the journal together with the detectors' state.
 
@@ -34,15 +35,22 @@ import numpy as np
 from flakehunter.analysis.detector import Detection
 from flakehunter.analysis.localise import bbox_polygon, to_candidates
 from flakehunter.analysis.pipeline import DetectionPipeline
+from flakehunter.analysis.windows import Window, add_window, windows
 from flakehunter.candidates import Candidate
 from flakehunter.errors import InputError, RuntimeFailure
 from flakehunter.geometry import PixelTransform, TileOwnership
+from flakehunter.image_decode import ImageFormatError
+from flakehunter.image_windows import LARGE_IMAGE_PX, WindowedTiff
 from flakehunter.journal import DONE, FAILED, Journal
 from flakehunter.run.candidate_writer import CandidateWriter
 from flakehunter.run.layout import output_error
 from flakehunter.tiles import ImageMeta
 
 log = logging.getLogger(__name__)
+
+#: Images read whole (not windowed TIFFs) with more megapixels than this are refused; the variable raises it.
+DEFAULT_MAX_IMAGE_MP = 400.0
+MAX_IMAGE_MP_VARIABLE = "FLAKEHUNTER_MAX_IMAGE_MP"
 
 #: Flag a detector sets on an image softer than the run's sharpest; a scan retakes such a tile once.
 OUT_OF_FOCUS = "out_of_focus"
@@ -88,10 +96,12 @@ class AnalysisResult:
 @dataclass
 class _Loaded:
     item: AnalysisInput
-    image: np.ndarray | None  # None: too large to hold while waiting; read again from item.path
+    image: np.ndarray | None  # None: too large to hold while waiting, or windowed; read from item.path
     meta: ImageMeta
     warnings: list[str]
     seconds: float
+    shape: tuple[int, int] = (0, 0)
+    windowed: bool = False  # a large TIFF read a window at a time, never whole
 
 
 class AnalysisStep:
@@ -107,7 +117,9 @@ class AnalysisStep:
         ownership: which overlapping image reports a flake (keyed by the journal key).
         overlays: folder for PNGs of each image with its candidates drawn, or None.
         on_candidate: called with every candidate written (lifecycle hooks).
-        max_image_megapixels: larger images are refused with a clear message.
+        max_image_megapixels: larger images are refused with a clear message, unless they are TIFFs read
+            a window at a time (their memory does not grow with their size); None: the environment's
+            ``FLAKEHUNTER_MAX_IMAGE_MP``, else 400.
         window_px: images larger than this on a side are analysed in overlapping windows.
     """
 
@@ -122,8 +134,8 @@ class AnalysisStep:
         ownership: TileOwnership | None = None,
         overlays: Path | None = None,
         on_candidate: Callable[[Candidate], None] | None = None,
-        max_image_megapixels: float = 400.0,
-        window_px: int = 4096,
+        max_image_megapixels: float | None = None,
+        window_px: int = LARGE_IMAGE_PX,
         window_overlap_px: int = 384,
     ) -> None:
         self.pipeline = pipeline
@@ -134,7 +146,7 @@ class AnalysisStep:
         self.ownership = ownership
         self.overlays = overlays
         self.on_candidate = on_candidate
-        self.max_image_megapixels = max_image_megapixels
+        self.max_image_megapixels = max_image_megapixels or image_megapixel_limit()
         self.window_px = window_px
         self.window_overlap_px = window_overlap_px
         self.material = pipeline.context.material
@@ -198,6 +210,9 @@ class AnalysisStep:
         if item.image is None:
             if item.path is None:
                 raise InputError(f"{item.key}: no image and no path")
+            windowed = self._open_windowed(item, item.path)
+            if windowed is not None:
+                return windowed
             image, meta = read_image(item.path)
         else:
             image, meta = item.image, item.meta or ImageMeta()
@@ -206,12 +221,33 @@ class AnalysisStep:
         if megapixels > self.max_image_megapixels:
             raise InputError(
                 f"{where}: {image.shape[1]}x{image.shape[0]} px ({megapixels:.0f} MP) is more than the "
-                f"{self.max_image_megapixels:g} MP an image may have; split it or raise the limit"
+                f"{self.max_image_megapixels:g} MP an image may have; split it or raise the limit "
+                f"({MAX_IMAGE_MP_VARIABLE}=MEGAPIXELS)"
             )
+        self._check_pixel_size(meta, where)
+        image, warnings = _finite(image, where)
+        shape = (int(image.shape[0]), int(image.shape[1]))
+        return _Loaded(item, image, meta, warnings, time.perf_counter() - t0, shape)
+
+    def _open_windowed(self, item: AnalysisInput, path: Path) -> _Loaded | None:
+        """A TIFF too large to analyse in one window, when its layout lets windows be read from it."""
+        from flakehunter.tiles import open_windows
+
+        t0 = time.perf_counter()
+        source = open_windows(path)
+        if source is None:
+            return None
+        with source:
+            shape = (int(source.shape[0]), int(source.shape[1]))
+            if max(shape) <= self.window_px:
+                return None  # one window: read whole
+            self._check_pixel_size(source.meta, path)
+            return _Loaded(item, None, source.meta, [], time.perf_counter() - t0, shape,
+                           windowed=True)
+
+    def _check_pixel_size(self, meta: ImageMeta, where: object) -> None:
         if self.transform is None and (meta.pixel_size_um or self.pixel_size_um) is None:
             raise InputError(f"{where}: no pixel size in the file's metadata; pass --pixel-size-um")
-        image, warnings = _finite(image, where)
-        return _Loaded(item, image, meta, warnings, time.perf_counter() - t0)
 
     def _keep_or_drop_pixels(self, loaded: _Loaded) -> _Loaded:
         # A huge image waiting for calibration is read again later rather than held in memory.
@@ -234,10 +270,10 @@ class AnalysisStep:
         samples = []
         for loaded in held:
             try:
-                image = self._pixels(loaded)
+                window = self._calibration_window(loaded)
             except InputError:
                 continue  # gone or changed since; its own analysis reports it
-            samples.append((self._window_for_calibration(image), _fresh(loaded.meta)))
+            samples.append((window, _fresh(loaded.meta)))
         samples = _same_kind(samples)
         if samples and self.pipeline.needs_calibration():
             try:
@@ -259,12 +295,29 @@ class AnalysisStep:
                 results += self._run_batch()
         return results
 
-    def _window_for_calibration(self, image: np.ndarray) -> np.ndarray:
-        rows, cols = image.shape[:2]
-        if max(rows, cols) <= self.window_px:
-            return image
+    def _calibration_window(self, loaded: _Loaded) -> np.ndarray:
+        """The image, or its central analysis window when it is larger than one."""
+        rows, cols = loaded.shape
         r0, c0 = max((rows - self.window_px) // 2, 0), max((cols - self.window_px) // 2, 0)
-        return image[r0 : r0 + self.window_px, c0 : c0 + self.window_px]
+        r1, c1 = min(r0 + self.window_px, rows), min(c0 + self.window_px, cols)
+        if not loaded.windowed:
+            image = self._pixels(loaded)
+            return image if (r0, c0, r1, c1) == (0, 0, rows, cols) else image[r0:r1, c0:c1]
+        with self._windows_of(loaded) as source:
+            window, _ = _finite(source.read(r0, c0, r1, c1), loaded.item.path)
+        return window
+
+    def _windows_of(self, loaded: _Loaded) -> WindowedTiff:
+        """The windowed TIFF of ``loaded``, opened again (InputError if it is gone or no longer windowed)."""
+        from flakehunter.tiles import open_windows
+
+        assert loaded.item.path is not None
+        source = open_windows(loaded.item.path)
+        if source is None or tuple(source.shape[:2]) != loaded.shape:
+            if source is not None:
+                source.close()
+            raise InputError(f"{loaded.item.path}: changed while it waited to be analysed")
+        return source
 
     # -- analysis -----------------------------------------------------------------------------------
     def _run_batch(self) -> list[AnalysisResult]:
@@ -276,7 +329,8 @@ class AnalysisStep:
         ready = []
         for loaded in batch:  # pixels dropped while waiting for calibration are read again now
             try:
-                loaded.image = self._pixels(loaded)
+                if not loaded.windowed:
+                    loaded.image = self._pixels(loaded)
                 ready.append(loaded)
             except InputError as exc:
                 results.append(self._fail(loaded.item, str(exc), loaded.seconds))
@@ -293,9 +347,8 @@ class AnalysisStep:
                     return results
                 cause = failure.__cause__
                 where = batch[0].item.path or batch[0].item.key
-                results.append(self._fail(
-                    batch[0].item, f"{where}: analysis failed ({type(cause).__name__}: {cause})", batch[0].seconds
-                ))
+                reason = failure.reason or f"{where}: analysis failed ({type(cause).__name__}: {cause})"
+                results.append(self._fail(batch[0].item, reason, batch[0].seconds))
                 return results
             deferred = [
                 i for i, (loaded, (_, meta, _)) in enumerate(zip(batch, found, strict=True))
@@ -324,34 +377,64 @@ class AnalysisStep:
         owners: list[tuple[int, Window, tuple[int, int]]] = []
         t0 = time.perf_counter()
         for n, loaded in enumerate(batch):
+            if loaded.windowed:
+                continue  # read and analysed a window at a time below
             assert loaded.image is not None
-            shape = (int(loaded.image.shape[0]), int(loaded.image.shape[1]))
-            for window in _windows(shape, self.window_px, self.window_overlap_px):
+            shape = loaded.shape
+            for window in windows(shape, self.window_px, self.window_overlap_px):
                 r0, c0, r1, c1 = window[0]
                 images.append(loaded.image[r0:r1, c0:c1] if (r1 - r0, c1 - c0) != shape else loaded.image)
                 metas.append(_fresh(loaded.meta))
                 owners.append((n, window, shape))
+        found = self._run_pipeline(images, metas) if images else []
+        out: list[tuple[list[Detection], ImageMeta, float]] = [([], _fresh(loaded.meta), 0.0) for loaded in batch]
+        for (n, window, shape), dets, meta in zip(owners, found, metas, strict=True):
+            add_window(out[n], dets, meta, window, shape)
+        for n, loaded in enumerate(batch):
+            if loaded.windowed:
+                self._detect_windowed(loaded, out[n])
+        per_image = (time.perf_counter() - t0) / len(batch)
+        return [(dets, meta, per_image + loaded.seconds) for (dets, meta, _), loaded in zip(out, batch, strict=True)]
+
+    def _detect_windowed(self, loaded: _Loaded, into: tuple[list[Detection], ImageMeta, float]) -> None:
+        """The pipeline over a large TIFF, one window read, analysed and let go at a time."""
+        where = loaded.item.path
+        non_finite, analysed = 0, 0
         try:
-            found = self.pipeline.run_batch(images, metas)
+            source = self._windows_of(loaded)
+        except InputError as exc:
+            raise _DetectorFailure(str(exc)) from exc
+        with source:
+            for window in windows(loaded.shape, self.window_px, self.window_overlap_px):
+                try:
+                    pixels = source.read(*window[0])
+                except ImageFormatError as exc:  # a corrupt strip or tile
+                    raise _DetectorFailure(f"{where}: not a readable image ({exc})") from exc
+                if np.issubdtype(pixels.dtype, np.floating):
+                    bad = int((~np.isfinite(pixels)).sum())
+                    non_finite += bad
+                    if bad == pixels.size:
+                        continue  # nothing to analyse in this window
+                    pixels, _ = _finite(pixels, where)
+                meta = _fresh(loaded.meta)
+                add_window(into, self._run_pipeline([pixels], [meta])[0], meta, window, loaded.shape)
+                analysed += 1
+        if not analysed:
+            raise _DetectorFailure(f"{where}: no finite pixel (all NaN or inf)")
+        if non_finite:
+            into[1].warnings.append(f"{non_finite} NaN/inf pixel value(s) replaced by the median of their window")
+
+    def _run_pipeline(self, images: list[np.ndarray], metas: list[ImageMeta]) -> list[list[Detection]]:
+        try:
+            return self.pipeline.run_batch(images, metas)
         except (MemoryError, KeyboardInterrupt):
             raise
         except Exception as exc:
             raise _DetectorFailure() from exc
-        per_image = (time.perf_counter() - t0) / len(batch)
-        out: list[tuple[list[Detection], ImageMeta, float]] = [
-            ([], _fresh(loaded.meta), per_image + loaded.seconds) for loaded in batch
-        ]
-        for (n, window, shape), dets, meta in zip(owners, found, metas, strict=True):
-            detections, item_meta, _ = out[n]
-            item_meta.warnings.extend(w for w in meta.warnings if w not in item_meta.warnings)
-            item_meta.flags.update(meta.flags)
-            detections += _from_window(dets, window, shape)
-        return out
 
     def _finish(self, loaded: _Loaded, detections: list[Detection], meta: ImageMeta, seconds: float) -> AnalysisResult:
         item = loaded.item
-        assert loaded.image is not None
-        image_shape = (int(loaded.image.shape[0]), int(loaded.image.shape[1]))
+        image_shape = loaded.shape
         t0 = time.perf_counter()
         positioned = meta.x_um is not None and meta.y_um is not None
         centre = (float(meta.x_um), float(meta.y_um)) if positioned else (0.0, 0.0)  # type: ignore[arg-type]
@@ -401,14 +484,23 @@ class AnalysisStep:
 
     def _overlay(self, loaded: _Loaded, detections: list[Detection], candidates: list[Candidate],
                  written: list[Candidate]) -> None:
-        from flakehunter.analysis.overlay import save_overlay
+        from flakehunter.analysis.overlay import OVERLAY_SIDE_PX, save_overlay
 
-        assert self.overlays is not None and loaded.image is not None
+        assert self.overlays is not None
         ids = {id(c): c.id for c in written}
         labels = [f"#{ids.get(id(c), '-')} {c.layer_class} {c.score:.2f}" for c in candidates]
         name = (loaded.item.path or Path(loaded.item.key)).stem
         try:
-            save_overlay(self.overlays / f"{name}.png", loaded.image, detections, labels)
+            if loaded.windowed:  # drawn on the image shrunk while it is read, as the PNG is shrunk anyway
+                factor = max(1, -(-max(loaded.shape) // OVERLAY_SIDE_PX))
+                with self._windows_of(loaded) as source:
+                    preview, _ = _finite(source.reduced(factor), loaded.item.path)
+                save_overlay(self.overlays / f"{name}.png", preview, detections, labels, scale=1 / factor)
+            else:
+                assert loaded.image is not None
+                save_overlay(self.overlays / f"{name}.png", loaded.image, detections, labels)
+        except InputError as exc:
+            log.warning("%s; no overlay drawn", exc)
         except OSError as exc:
             raise output_error(self.overlays / f"{name}.png", exc) from exc
 
@@ -426,8 +518,30 @@ class AnalysisStep:
             raise output_error(self.journal.path, exc) from exc
 
 
+def image_megapixel_limit() -> float:
+    """The largest image read whole, in megapixels: ``FLAKEHUNTER_MAX_IMAGE_MP``, else 400. A bad value is
+    an ``InputError``; the commands ask before they write anything."""
+    import math
+    import os
+
+    raw = os.environ.get(MAX_IMAGE_MP_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_MAX_IMAGE_MP
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise InputError(f"{MAX_IMAGE_MP_VARIABLE}: expected a positive number of megapixels, got {raw[:80]!r}")
+    return value
+
+
 class _DetectorFailure(Exception):
-    """A detector raised on one image."""
+    """A detector raised on one image, or a windowed image could not be read (``reason`` says why)."""
+
+    def __init__(self, reason: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _fresh(meta: ImageMeta) -> ImageMeta:
@@ -467,43 +581,3 @@ def _finite(image: np.ndarray, where: object) -> tuple[np.ndarray, list[str]]:
     image = image.copy()
     image[bad] = np.median(image[~bad])
     return image, [f"{count} NaN/inf pixel value(s) replaced by the image's median"]
-
-
-Window = tuple[tuple[int, int, int, int], tuple[float, float, float, float]]
-
-
-def _windows(shape: tuple[int, int], size: int, overlap: int) -> list[Window]:
-    """Windows of at most ``size`` px overlapping by at least ``overlap`` px that cover ``shape``: each is
-    ((row0, col0, row1, col1), its core (row0, col0, row1, col1)). The cores, split halfway through each
-    overlap, partition the image, so a detection belongs to exactly one window."""
-    def spans(n: int) -> list[tuple[int, int, float, float]]:
-        if n <= size:
-            return [(0, n, 0.0, float(n))]
-        step = size - overlap
-        count = -(-(n - overlap) // step)
-        starts = [min(i * step, n - size) for i in range(count)]
-        ends = [s + size for s in starts]
-        cuts = [0.0, *((starts[i + 1] + ends[i]) / 2 for i in range(count - 1)), float(n)]
-        return [(starts[i], ends[i], cuts[i], cuts[i + 1]) for i in range(count)]
-
-    return [((r0, c0, r1, c1), (cr0, cc0, cr1, cc1))
-            for r0, r1, cr0, cr1 in spans(shape[0]) for c0, c1, cc0, cc1 in spans(shape[1])]
-
-
-def _from_window(detections: list[Detection], window: Window, shape: tuple[int, int]) -> list[Detection]:
-    """Detections of a window in the whole image's pixels, keeping those whose centre lies in the window's core
-    (each flake reported by one window)."""
-    (r0, c0, r1, c1), (lo_r, lo_c, hi_r, hi_c) = window
-    if (r0, c0, r1, c1) == (0, 0, shape[0], shape[1]):
-        return detections
-    out = []
-    for d in detections:
-        row, col = d.row + r0, d.col + c0
-        if not (lo_r <= row < hi_r and lo_c <= col < hi_c):
-            continue
-        b = d.bbox
-        bbox = (b[0] + r0, b[1] + c0, b[2] + r0, b[3] + c0)
-        at_edge = bbox[0] == 0 or bbox[1] == 0 or bbox[2] >= shape[0] or bbox[3] >= shape[1]
-        touches = bool(d.touches_border and at_edge)
-        out.append(dataclasses.replace(d, row=row, col=col, bbox=bbox, touches_border=touches))
-    return out

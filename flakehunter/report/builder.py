@@ -24,6 +24,8 @@ import numpy as np
 
 from flakehunter.candidates import Candidate
 from flakehunter.errors import InputError
+from flakehunter.image_decode import ImageFormatError
+from flakehunter.image_windows import LARGE_IMAGE_PX, WindowedTiff
 from flakehunter.report import files
 from flakehunter.report.crops import candidate_crop, gradcam_thumbnail
 from flakehunter.report.html import PageParts, render
@@ -40,7 +42,7 @@ from flakehunter.report.mosaic import (
 from flakehunter.report.plots import candidates_png
 from flakehunter.report.rundata import ImageInfo, RunData, load_run, resolve
 from flakehunter.report.style import class_order, colour_rgb
-from flakehunter.tiles import read_image
+from flakehunter.tiles import ImageMeta, open_windows, read_image
 
 #: Crops written at most, for the best-scoring candidates (~5 KB each); the others get a card without one,
 #: so that a wafer with tens of thousands of candidates still has a report of bounded size.
@@ -167,9 +169,24 @@ def _process(
 ) -> _Done:
     """Read one image: write its candidates' crops and shrink it for the overview."""
     try:
-        image, meta = read_image(info.path)
+        source = open_windows(info.path)
+        if source is None:
+            image, meta = read_image(info.path)
+            return _crops_and_small(data, info, candidates, mosaic, placement, out, image, meta)
+        with source:  # a large TIFF: crops and the overview's copy are read a window at a time
+            rows, cols = source.shape[:2]
+            pixels = source if max(rows, cols) > LARGE_IMAGE_PX else source.read(0, 0, rows, cols)
+            return _crops_and_small(data, info, candidates, mosaic, placement, out, pixels, source.meta)
     except InputError as exc:
         return _Done(info, error=str(exc).removeprefix(f"{info.path}: "))
+    except ImageFormatError as exc:  # a corrupt strip or tile met while reading a window
+        return _Done(info, error=f"not a readable image ({exc})")
+
+
+def _crops_and_small(
+    data: RunData, info: ImageInfo, candidates: list[Candidate], mosaic: Mosaic | None, placement: Placement | None,
+    out: Path, image: np.ndarray | WindowedTiff, meta: ImageMeta,
+) -> _Done:
     pixel = info.pixel_size_um or meta.pixel_size_um or _pixel(data, None)
     transform = data.transform_for(info)
     for c in candidates:
@@ -182,7 +199,11 @@ def _process(
         placement = Placement(placement.centre_um, shape, placement.transform)
     from flakehunter.report.mosaic import downsample
 
-    return _Done(info, downsample(image, mosaic.factor(placement)), placement, image.dtype)
+    factor = mosaic.factor(placement)
+    if isinstance(image, np.ndarray):
+        return _Done(info, downsample(image, factor), placement, image.dtype)
+    whole = max(1, int(factor))  # shrink by a whole factor while reading, the rest as any image
+    return _Done(info, downsample(image.reduced(whole), factor / whole), placement, image.dtype)
 
 
 def _gradcams(data: RunData, out: Path) -> set[int]:

@@ -16,6 +16,7 @@ import numpy as np
 from flakehunter.analysis.overlay import to_display
 from flakehunter.candidates import Candidate
 from flakehunter.geometry import PixelTransform
+from flakehunter.image_windows import WindowedTiff
 
 THUMB_PX = 192
 MIN_WINDOW_PX = 48
@@ -31,7 +32,7 @@ def window_px(candidate: Candidate, pixel_size_um: float | None) -> int:
     return int(min(MAX_WINDOW_PX, max(MIN_WINDOW_PX, round(3 * diameter_px))))
 
 
-def cut(image: np.ndarray, row: float, col: float, side: int) -> np.ndarray:
+def cut(image: np.ndarray | WindowedTiff, row: float, col: float, side: int) -> np.ndarray:
     """The ``side`` x ``side`` window of ``image`` centred on (row, col), zero-padded past the edges."""
     r0, c0 = round(row) - side // 2, round(col) - side // 2
     out = np.zeros((side, side, *image.shape[2:]), image.dtype)
@@ -72,8 +73,8 @@ def draw_axis(thumb_bgr: np.ndarray, angle_deg: float, length_px: float, bgr: tu
 
 
 def candidate_crop(
-    image: np.ndarray, candidate: Candidate, pixel_size_um: float | None, transform: PixelTransform | None,
-    rgb: tuple[int, int, int],
+    image: np.ndarray | WindowedTiff, candidate: Candidate, pixel_size_um: float | None,
+    transform: PixelTransform | None, rgb: tuple[int, int, int],
 ) -> bytes:
     """JPEG bytes of one candidate's gallery crop, with its crystal axis when it has one."""
     side = window_px(candidate, pixel_size_um)

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from flakehunter.analysis.pipeline import PipelineSpec, build_pipeline
-from flakehunter.analysis.step import AnalysisInput, AnalysisResult, AnalysisStep
+from flakehunter.analysis.step import AnalysisInput, AnalysisResult, AnalysisStep, image_megapixel_limit
 from flakehunter.atomic import is_temp_name, write_json_atomic
 from flakehunter.config import DetectConfig
 from flakehunter.detect import file_key
@@ -152,6 +152,7 @@ class Watcher:
         registry = get_registry()
         spec = PipelineSpec.from_detect(self.config, self.config_path)
         pipeline = build_pipeline(spec, registry, self.out)
+        image_megapixel_limit()  # a bad FLAKEHUNTER_MAX_IMAGE_MP is refused before anything is written
         self.directory.open("watch")
         try:
             self._check_config_record()
