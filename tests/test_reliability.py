@@ -433,3 +433,24 @@ def test_a_scan_killed_before_its_first_tile_is_simply_run_again(tmp_path: Path)
     status = json.loads(cli("status", str(run_dir), "--json").stdout)
     assert status["pending"] == 0 and status["processed"] == json.loads(
         (run_dir / "manifest.json").read_text())["summary"]["items_total"]
+
+
+def test_the_owner_of_a_run_directory_removes_writes_a_killed_process_left_unfinished(tmp_path: Path) -> None:
+    """kill -9 in the middle of an atomic write leaves its temporary file; whoever takes the lock next (a
+    resume) deletes it, and nothing else."""
+    from flakehunter.run.layout import RunDirectory
+
+    run = tmp_path / "run"
+    (run / "tiles").mkdir(parents=True)
+    abandoned = [run / "tiles" / ".tile_00012_r003_c003.ome.tif.tmp-15727-6d99ae89",
+                 run / ".candidates.csv.tmp-4242-0badcafe"]
+    for path in abandoned:
+        path.write_bytes(b"half a file")
+    (run / ".report.tmp-4242-deadbeef" / "crops").mkdir(parents=True)
+    kept = [run / "tiles" / "tile_00012_r003_c003.ome.tif", run / ".hidden-notes.txt"]
+    for path in kept:
+        path.write_bytes(b"whole")
+    with RunDirectory(run).open("scan"):
+        assert not any(p.exists() for p in abandoned)
+        assert not (run / ".report.tmp-4242-deadbeef").exists()
+        assert all(p.read_bytes() == b"whole" for p in kept)

@@ -160,8 +160,30 @@ class RunDirectory:
         except OSError as exc:
             raise InputError(f"{self.path}: cannot write to the run directory ({exc.strerror or exc})") from None
         self._lock = lock
+        self._remove_abandoned()
         self._reserve()
         return self
+
+    def _remove_abandoned(self) -> None:
+        """Delete the temporary files (and report folders) of writes a killed process never finished: with the
+        lock held, nothing else is writing here, so every temporary name is abandoned."""
+        import shutil
+
+        from flakehunter.atomic import is_temp_name
+
+        for folder in (self.path, self.path / TILES, self.path / OVERLAYS, self.path / EVALUATION, self.path / EXPORTS):
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue  # not there (yet)
+            for entry in entries:
+                if not is_temp_name(entry.name):
+                    continue
+                with contextlib.suppress(OSError):
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path)
+                    else:
+                        os.unlink(entry.path)
 
     def close(self) -> None:
         """Release the lock (and the space reserve); the kernel does it too if the process dies."""
