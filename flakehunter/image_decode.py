@@ -41,6 +41,33 @@ def image_format(head: bytes) -> str | None:
     return None
 
 
+def png_jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(rows, cols) from a PNG's or JPEG's header bytes (its first 64 KiB are plenty), without decoding it;
+    None when the header does not say."""
+    if data.startswith(_PNG_MAGIC) and len(data) >= 24 and data[12:16] == b"IHDR":
+        cols, rows = struct.unpack(">II", data[16:24])
+        return rows, cols
+    if not data.startswith(_JPEG_MAGIC):
+        return None
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
+            at += 2
+            continue
+        (length,) = struct.unpack(">H", data[at + 2 : at + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and at + 9 <= len(data):
+            rows, cols = struct.unpack(">HH", data[at + 5 : at + 9])
+            return rows, cols
+        at += 2 + length
+    return None
+
+
 def one_line(exc: BaseException, limit: int = 200) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -35,7 +35,14 @@ import tifffile
 
 from flakehunter.atomic import atomic_write, is_temp_name
 from flakehunter.errors import InputError, RuntimeFailure
-from flakehunter.image_decode import ImageFormatError, image_format, one_line, read_png_jpeg, read_tiff
+from flakehunter.image_decode import (
+    ImageFormatError,
+    image_format,
+    one_line,
+    png_jpeg_size,
+    read_png_jpeg,
+    read_tiff,
+)
 from flakehunter.image_metadata import PROVENANCE_FORMAT, PROVENANCE_KEY, ImageMeta, tiff_meta
 from flakehunter.image_windows import WindowedTiff, open_windowed
 
@@ -255,6 +262,21 @@ def _readable(path: Path) -> Iterator[None]:
         raise
     except Exception as exc:  # tifffile/imagecodecs raise many types on corrupt data
         raise InputError(f"{path}: not a readable image ({one_line(exc)})") from exc
+
+
+def stored_size(path: str | Path) -> tuple[int, int] | None:
+    """(rows, cols) of an image file from its header, without decoding its pixels; None when the header
+    does not say (`read_image` then decides what to say about the file)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(65536)
+    except OSError:
+        return None
+    kind = image_format(head[:16])
+    if kind == "tiff":
+        geometry = read_geometry(path)
+        return geometry[0] if geometry else None
+    return png_jpeg_size(head) if kind else None
 
 
 def read_geometry(path: str | Path) -> tuple[tuple[int, int], ImageMeta] | None:

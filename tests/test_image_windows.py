@@ -108,3 +108,45 @@ def test_a_window_costs_memory_of_the_window_not_of_the_image(tmp_path: Path) ->
         tracemalloc.stop()
     np.testing.assert_array_equal(window, image[1000:1256, 2000:2256])
     assert peak < 4_000_000, f"{peak} bytes traced for a 197 kB window of a 23.6 MB image"
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg", "progressive jpeg", "tiff", "planar tiff"])
+def test_the_stored_size_is_read_from_the_header(tmp_path: Path, kind: str) -> None:
+    from flakehunter.tiles import stored_size
+
+    path = tmp_path / ("image.png" if kind == "png" else "image.tif" if "tiff" in kind else "image.jpg")
+    if kind == "png":
+        cv2.imwrite(str(path), RGB)
+    elif kind == "jpeg":
+        cv2.imwrite(str(path), RGB, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    elif kind == "progressive jpeg":
+        cv2.imwrite(str(path), RGB, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    elif kind == "tiff":
+        tifffile.imwrite(path, RGB, photometric="rgb")
+    else:
+        tifffile.imwrite(path, np.moveaxis(RGB, -1, 0), photometric="rgb", planarconfig="separate")
+    assert stored_size(path) == read_image(path)[0].shape[:2] == (300, 410)
+    path.write_bytes(b"not an image at all")
+    assert stored_size(path) is None
+
+
+def test_an_image_over_the_limit_is_refused_before_it_is_decoded(tmp_path: Path, monkeypatch) -> None:
+    import flakehunter.tiles
+    from flakehunter.analysis.pipeline import PipelineSpec, build_pipeline
+    from flakehunter.analysis.step import AnalysisInput, AnalysisStep
+    from flakehunter.journal import Journal
+    from flakehunter.registry import get_registry
+    from flakehunter.run.candidate_writer import CandidateWriter
+
+    path = tmp_path / "big.png"
+    cv2.imwrite(str(path), np.zeros((1000, 1200, 3), np.uint8))
+
+    def no_decoding(p: object) -> object:
+        raise AssertionError(f"{p} decoded")
+
+    monkeypatch.setattr(flakehunter.tiles, "read_image", no_decoding)  # a spy: the decoder must not run
+    pipeline = build_pipeline(PipelineSpec(material="graphene", oxide_nm=90.0), get_registry(), tmp_path)
+    with Journal(tmp_path / "journal.sqlite") as journal, CandidateWriter(tmp_path) as writer:
+        step = AnalysisStep(pipeline, journal, writer, pixel_size_um=1.0, max_image_megapixels=1.0)
+        [result] = step.analyse([AnalysisInput(str(path), path=path)])
+    assert result.status == "failed" and "1200x1000 px (1 MP) is more than the 1 MP" in (result.error or "")

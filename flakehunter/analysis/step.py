@@ -204,7 +204,7 @@ class AnalysisStep:
 
     # -- loading ------------------------------------------------------------------------------------
     def _load(self, item: AnalysisInput) -> _Loaded:
-        from flakehunter.tiles import read_image
+        from flakehunter.tiles import read_image, stored_size
 
         t0 = time.perf_counter()
         if item.image is None:
@@ -213,17 +213,12 @@ class AnalysisStep:
             windowed = self._open_windowed(item, item.path)
             if windowed is not None:
                 return windowed
+            self._check_size(stored_size(item.path), item.path)  # refused before its pixels are decoded
             image, meta = read_image(item.path)
         else:
             image, meta = item.image, item.meta or ImageMeta()
         where = item.path or item.key
-        megapixels = image.shape[0] * image.shape[1] / 1e6
-        if megapixels > self.max_image_megapixels:
-            raise InputError(
-                f"{where}: {image.shape[1]}x{image.shape[0]} px ({megapixels:.0f} MP) is more than the "
-                f"{self.max_image_megapixels:g} MP an image may have; split it or raise the limit "
-                f"({MAX_IMAGE_MP_VARIABLE}=MEGAPIXELS)"
-            )
+        self._check_size(image.shape[:2], where)
         self._check_pixel_size(meta, where)
         image, warnings = _finite(image, where)
         shape = (int(image.shape[0]), int(image.shape[1]))
@@ -244,6 +239,18 @@ class AnalysisStep:
             self._check_pixel_size(source.meta, path)
             return _Loaded(item, None, source.meta, [], time.perf_counter() - t0, shape,
                            windowed=True)
+
+    def _check_size(self, shape: tuple[int, ...] | None, where: object) -> None:
+        if shape is None:
+            return
+        rows, cols = int(shape[0]), int(shape[1])
+        megapixels = rows * cols / 1e6
+        if megapixels > self.max_image_megapixels:
+            raise InputError(
+                f"{where}: {cols}x{rows} px ({megapixels:.0f} MP) is more than the "
+                f"{self.max_image_megapixels:g} MP an image may have; split it or raise the limit "
+                f"({MAX_IMAGE_MP_VARIABLE}=MEGAPIXELS)"
+            )
 
     def _check_pixel_size(self, meta: ImageMeta, where: object) -> None:
         if self.transform is None and (meta.pixel_size_um or self.pixel_size_um) is None:
