@@ -66,18 +66,18 @@ def run_detect(
     registry = get_registry()
     run = RunDirectory(out)
     pipeline = build_pipeline(spec, registry, run.path)  # a bad option is refused before anything is written
-    megapixel_limit = image_megapixel_limit()
+    image_megapixel_limit()  # a bad FLAKEHUNTER_MAX_IMAGE_MP is refused before anything is written too
     run.open("detect")
     try:
         with Journal(run.journal) as journal:
-            return _detect_owned(run, journal, files, paths, spec, pipeline, overlays, registry, megapixel_limit)
+            return _detect_owned(run, journal, files, paths, spec, pipeline, overlays, registry)
     finally:
         run.close()
 
 
 def _detect_owned(
     run: RunDirectory, journal: Journal, files: list[Path], paths: list[Path], spec: PipelineSpec, pipeline: Any,
-    overlays: bool, registry: Any, megapixel_limit: float,
+    overlays: bool, registry: Any,
 ) -> dict[str, Any]:
     started = time.monotonic()
     created = run_manifest.now_iso()
@@ -88,7 +88,6 @@ def _detect_owned(
         step = AnalysisStep(
             pipeline, journal, writer, pixel_size_um=spec.pixel_size_um,
             ownership=image_ownership(files, spec.pixel_size_um), overlays=run.overlays if overlays else None,
-            max_image_megapixels=megapixel_limit,
         )
         keys = [file_key(f) for f in files]
 

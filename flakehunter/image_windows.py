@@ -4,7 +4,7 @@ A 12000 x 12000 RGB image is 432 MB as stored and several GB once a detector wor
 point. A TIFF is stored in strips or tiles that can be decoded one at a time, so `WindowedTiff` reads a
 window (rows, cols) by decoding only the segments it touches: memory grows with the window, not the
 image. It looks like a read-only array to code that slices (``image[r0:r1, c0:c1]``, ``shape``,
-``dtype``, ``ndim``), so the analysis step and the report's crops take it where they take an array.
+``dtype``), so the report's gallery crops take it where they take an array.
 
 Only layouts whose first plane is one page of chunky pixels are windowed (RGB, grey, JPEG-in-TIFF as
 YCbCr); anything else (palette, CMYK, planes in separate pages, 1-bit) is read whole by
@@ -58,14 +58,6 @@ class WindowedTiff:
         self._raw_rows = not page.is_tiled and page.compression == tifffile.COMPRESSION.NONE
         self._stored = np.dtype(page.dtype).newbyteorder(tif.byteorder)
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
     def __enter__(self) -> WindowedTiff:
         return self
 
@@ -95,7 +87,8 @@ class WindowedTiff:
             raise ImageFormatError(f"rows {r0}-{r1}, columns {c0}-{c1}: {one_line(exc)}") from exc
 
     def _read(self, r0: int, c0: int, r1: int, c1: int) -> np.ndarray:
-        out = np.zeros((r1 - r0, c1 - c0, self._samples), self.dtype)
+        # Raw rows fill every pixel; decoded segments may be empty (zeros, as tifffile reads them).
+        out = (np.empty if self._raw_rows else np.zeros)((r1 - r0, c1 - c0, self._samples), self.dtype)
         if r1 > r0 and c1 > c0:
             first, last = r0 // self._seg_rows, (r1 - 1) // self._seg_rows
             for seg_row in range(first, last + 1):

@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ __all__ = [
     "iter_image_files",
     "open_windows",
     "read_image",
+    "read_pixels",
     "tile_filename",
     "write_tile",
 ]
@@ -244,6 +245,32 @@ def open_windows(path: str | Path) -> WindowedTiff | None:
     path = Path(path)
     with _readable(path):
         return open_windowed(path)
+    raise AssertionError("unreachable")
+
+
+def read_pixels(
+    path: str | Path, whole_up_to_px: int, before_decoding: Callable[[tuple[int, int]], None] | None = None,
+) -> tuple[np.ndarray | WindowedTiff, ImageMeta]:
+    """`read_image`, opening the file once, except that a TIFF longer than ``whole_up_to_px`` on a side
+    whose layout windows can read comes back as an open `WindowedTiff` (the caller closes it).
+
+    ``before_decoding`` is called with (rows, cols), where the file's header gives them, before pixels are
+    decoded; it may raise to refuse the image. Raises ``InputError`` as `read_image` does.
+    """
+    path = Path(path)
+    source = open_windows(path)
+    if source is None:
+        size = stored_size(path)
+        if before_decoding is not None and size is not None:
+            before_decoding(size)
+        return read_image(path)
+    rows, cols = int(source.shape[0]), int(source.shape[1])
+    if max(rows, cols) > whole_up_to_px:
+        return source, source.meta
+    with source, _readable(path):
+        if before_decoding is not None:
+            before_decoding((rows, cols))
+        return source.read(0, 0, rows, cols), source.meta
     raise AssertionError("unreachable")
 
 

@@ -204,17 +204,21 @@ class AnalysisStep:
 
     # -- loading ------------------------------------------------------------------------------------
     def _load(self, item: AnalysisInput) -> _Loaded:
-        from flakehunter.tiles import read_image, stored_size
+        from flakehunter.tiles import read_pixels
 
         t0 = time.perf_counter()
         if item.image is None:
             if item.path is None:
                 raise InputError(f"{item.key}: no image and no path")
-            windowed = self._open_windowed(item, item.path)
-            if windowed is not None:
-                return windowed
-            self._check_size(stored_size(item.path), item.path)  # refused before its pixels are decoded
-            image, meta = read_image(item.path)
+            path = item.path
+            # Refused on the size its header gives, before its pixels are decoded.
+            pixels, meta = read_pixels(path, self.window_px, lambda shape: self._check_size(shape, path))
+            if not isinstance(pixels, np.ndarray):
+                with pixels:  # a large TIFF, read a window at a time when it is analysed
+                    self._check_pixel_size(meta, path)
+                    shape = (int(pixels.shape[0]), int(pixels.shape[1]))
+                return _Loaded(item, None, meta, [], time.perf_counter() - t0, shape, windowed=True)
+            image = pixels
         else:
             image, meta = item.image, item.meta or ImageMeta()
         where = item.path or item.key
@@ -224,25 +228,7 @@ class AnalysisStep:
         shape = (int(image.shape[0]), int(image.shape[1]))
         return _Loaded(item, image, meta, warnings, time.perf_counter() - t0, shape)
 
-    def _open_windowed(self, item: AnalysisInput, path: Path) -> _Loaded | None:
-        """A TIFF too large to analyse in one window, when its layout lets windows be read from it."""
-        from flakehunter.tiles import open_windows
-
-        t0 = time.perf_counter()
-        source = open_windows(path)
-        if source is None:
-            return None
-        with source:
-            shape = (int(source.shape[0]), int(source.shape[1]))
-            if max(shape) <= self.window_px:
-                return None  # one window: read whole
-            self._check_pixel_size(source.meta, path)
-            return _Loaded(item, None, source.meta, [], time.perf_counter() - t0, shape,
-                           windowed=True)
-
-    def _check_size(self, shape: tuple[int, ...] | None, where: object) -> None:
-        if shape is None:
-            return
+    def _check_size(self, shape: tuple[int, ...], where: object) -> None:
         rows, cols = int(shape[0]), int(shape[1])
         megapixels = rows * cols / 1e6
         if megapixels > self.max_image_megapixels:

@@ -42,7 +42,7 @@ from flakehunter.report.mosaic import (
 from flakehunter.report.plots import candidates_png
 from flakehunter.report.rundata import ImageInfo, RunData, load_run, resolve
 from flakehunter.report.style import class_order, colour_rgb
-from flakehunter.tiles import ImageMeta, open_windows, read_image
+from flakehunter.tiles import ImageMeta, read_image, read_pixels
 
 #: Crops written at most, for the best-scoring candidates (~5 KB each); the others get a card without one,
 #: so that a wafer with tens of thousands of candidates still has a report of bounded size.
@@ -169,14 +169,11 @@ def _process(
 ) -> _Done:
     """Read one image: write its candidates' crops and shrink it for the overview."""
     try:
-        source = open_windows(info.path)
-        if source is None:
-            image, meta = read_image(info.path)
-            return _crops_and_small(data, info, candidates, mosaic, placement, out, image, meta)
-        with source:  # a large TIFF: crops and the overview's copy are read a window at a time
-            rows, cols = source.shape[:2]
-            pixels = source if max(rows, cols) > LARGE_IMAGE_PX else source.read(0, 0, rows, cols)
-            return _crops_and_small(data, info, candidates, mosaic, placement, out, pixels, source.meta)
+        pixels, meta = read_pixels(info.path, LARGE_IMAGE_PX)
+        if isinstance(pixels, np.ndarray):
+            return _crops_and_small(data, info, candidates, mosaic, placement, out, pixels, meta)
+        with pixels:  # a large TIFF: crops and the overview's copy are read a window at a time
+            return _crops_and_small(data, info, candidates, mosaic, placement, out, pixels, meta)
     except InputError as exc:
         return _Done(info, error=str(exc).removeprefix(f"{info.path}: "))
     except ImageFormatError as exc:  # a corrupt strip or tile met while reading a window
