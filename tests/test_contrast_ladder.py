@@ -218,3 +218,39 @@ def test_without_a_ladder_thin_plateaus_are_reported_unclassified() -> None:
     found = det.detect(image, ImageMeta(pixel_size_um=1.0), [])
     assert found and all(d.layer_class == "thin" and d.layers is None for d in found)
     assert "no layer ladder" in det.calibration_report()["note"]
+
+
+def test_images_segmented_on_threads_give_what_one_at_a_time_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calibration, then detection in batches on three threads, reports exactly what one thread and one image
+    at a time reports (the flat field still learns image after image, the ladder moves between images), and an
+    image calibration examined is not segmented a second time."""
+    from flakehunter.plugins.contrast import detector as contrast_detector
+
+    contrasts = linear_contrasts("wse2", 200.0)
+    images = [render_flakes(SHAPE, scene(s, contrasts), gamma=2.2, seed=s) for s in range(9)]
+    metas = [ImageMeta(pixel_size_um=1.0) for _ in images]
+    segmented: list[int] = []
+    real = contrast_detector.find_plateaus
+
+    def counted(contrast: np.ndarray, *args, **kwargs):
+        segmented.append(contrast.shape[0])
+        return real(contrast, *args, **kwargs)
+
+    monkeypatch.setattr(contrast_detector, "find_plateaus", counted)
+
+    def run(det: ContrastDetector, batch: int) -> list[list[tuple]]:
+        det.calibrate(list(zip(images[:4], metas[:4], strict=True)))
+        out = []
+        for k in range(0, len(images), batch):
+            found = det.detect_batch(images[k : k + batch], metas[k : k + batch], [[] for _ in images[k : k + batch]])
+            out += [[(d.layer_class, d.row, d.col, d.score, d.orientation_deg) for d in f] for f in found]
+        return out
+
+    one = run(detector("wse2", 90.0, threads=1), 1)
+    assert len(segmented) == len(images)  # 4 in calibration, the 5 others in detection
+    segmented.clear()
+    threaded = detector("wse2", 90.0, threads=3)
+    assert threaded.batch_size == 3
+    assert run(threaded, 3) == one
+    assert len(segmented) == len(images)
+    assert sum(map(len, one)) >= 9 and any(d[0] == "1L" for f in one for d in f)

@@ -30,11 +30,13 @@ TINY: dict[str, Any] = deep_update(SMALL_SCAN, {
     "region": {"rectangle": {"corner1_um": [0, 0], "corner2_um": [600, 400]}},
 })
 
-#: Twelve tiles, each move taking 0.3 s: long enough to be killed or cancelled part-way.
+#: Twelve tiles, each move taking 0.3 s: long enough to be killed or cancelled part-way. The detector calibrates
+#: on the first three, so the others are analysed (and counted done) one by one as they are taken.
 SLOW: dict[str, Any] = deep_update(TINY, {
     "stage": {"options": {"time_scale": 1, "speed_um_s": 0, "settle_s": 0.3}},
     "camera": {"options": {"chip": {"size_um": [1300, 700]}}},
     "region": {"rectangle": {"corner1_um": [0, 0], "corner2_um": [1200, 600]}},
+    "detectors": [{"name": "contrast", "options": {"calibration_images": 3}}],
 })
 
 

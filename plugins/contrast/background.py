@@ -121,6 +121,13 @@ def histogram_mode(values: np.ndarray, bins: int = 256) -> float:
     return float(edges[k] + (0.5 + offset) * width)
 
 
+def expand(surfaces: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A (rows/b, cols/b, channels) surface from `BackgroundModel.surface` at full ``size`` (rows, cols)."""
+    rows, cols = size
+    full = cv2.resize(surfaces, (cols, rows), interpolation=cv2.INTER_LINEAR)
+    return full.reshape(rows, cols, surfaces.shape[2])
+
+
 class BackgroundModel:
     """Estimates each image's background and learns the flat field across images of one shape."""
 
@@ -158,8 +165,15 @@ class BackgroundModel:
         level per channel, when known from earlier images: on top of a learnt flat field the fit starts
         from it rather than from the histogram's mode, which a big uniform flake can take over."""
         img = image if image.ndim == 3 else image[..., None]
-        rows, cols, channels = img.shape
         blocks = block_means(img) if blocks is None else blocks
+        return expand(self.surface(img.shape, blocks, learn=learn, expected=expected), img.shape[:2])
+
+    def surface(self, shape: tuple[int, ...], blocks: np.ndarray, learn: bool = True,
+                expected: np.ndarray | None = None) -> np.ndarray:
+        """`background` on the block grid (`expand` makes it full size): what must be computed image after
+        image, in order, since the flat field learns from each; the full-size division can wait."""
+        rows, cols = shape[:2]
+        channels = blocks.shape[2]
         if self._measured is not None:
             if self._measured.shape != blocks.shape:
                 raise InputError(
@@ -189,8 +203,7 @@ class BackgroundModel:
             inliers[ch] = float((w > 0.5).mean())
         if learn and inliers.min() >= self.min_inliers and self._measured is None:
             self._learn(surfaces)
-        full = cv2.resize(surfaces, (cols, rows), interpolation=cv2.INTER_LINEAR)
-        return full.reshape(rows, cols, channels)
+        return surfaces
 
     def _learn(self, surfaces: np.ndarray) -> None:
         # float64 throughout, so that the state saved with each tile restores bit for bit.

@@ -26,23 +26,27 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+import os
+from collections import deque
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from flakehunter.analysis.detector import Detection, DetectionContext
-from flakehunter.config import ExistingFile
 from flakehunter.errors import InputError
 from flakehunter.plugins.contrast.axis import AxisEstimate, region_orientation
-from flakehunter.plugins.contrast.background import block_means
+from flakehunter.plugins.contrast.background import block_means, expand
 from flakehunter.plugins.contrast.focus import image_sharpness
 from flakehunter.plugins.contrast.ladder import LadderFit, model_rungs, no_ladder, pinned_ladder
 from flakehunter.plugins.contrast.ladder_search import rung_spread
+from flakehunter.plugins.contrast.options import ContrastOptions
 from flakehunter.plugins.contrast.plateaus import (
     Plateau,
+    PlateauImage,
     PlateauParams,
     RejectRules,
     find_plateaus,
@@ -50,7 +54,7 @@ from flakehunter.plugins.contrast.plateaus import (
     saturation_mask,
     touching_groups,
 )
-from flakehunter.plugins.contrast.profile import MaterialProfile, load_profile, profile_dirs
+from flakehunter.plugins.contrast.profile import MaterialProfile, load_profile
 from flakehunter.plugins.contrast.setups import Setup, SetupBook
 from flakehunter.tiles import ImageMeta
 
@@ -73,39 +77,11 @@ ROUND_WEIGHT = 0.3
 #: A straight-edged plateau counts fully only with at least this solidity (area over convex hull): a crystal
 #: is a compact polygon, while dust clumps and residue rings found a straight stretch of rim are ragged.
 MIN_SOLIDITY = 0.75
+#: Images segmented at once by default (at most; fewer where the process may use fewer cores).
+MAX_THREADS = 4
 #: Without a ladder, a plateau is "thin" when its contrast is within this factor of the largest 3L contrast
 #: the thin-film model gives on any oxide.
 THIN_ENVELOPE = 1.5
-
-
-class ContrastOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    report_layers: list[int] | None = Field(None, description="Layer counts to report; default: the material's targets")
-    max_model_layers: int = Field(
-        6, ge=2, le=12, description="Rungs of the ladder modelled, so that thicker is not mistaken for thin"
-    )
-    min_area_um2: float = Field(25.0, gt=0, description="Smallest region reported (a ~5 µm flake)")
-    min_step_z: float = Field(
-        6.0, gt=0, description="A plateau's step must stand this many noise σ (of this image) above what surrounds it"
-    )
-    orientation: bool = Field(True, description="Estimate the crystal axis from straight edges")
-    calibration: Literal["self", "nominal"] = Field(
-        "self",
-        description="self: learn the layer ladder from the images (oxide, camera and tone curve unknown); "
-        "nominal: the thin-film model at the configured oxide",
-    )
-    calibration_images: int = Field(12, ge=1, description="Images examined to learn the ladder before detecting")
-    profile: Annotated[str | None, ExistingFile(search=profile_dirs, suffix=".json")] = Field(
-        None, description="A material profile (path or name) measured on this setup; replaces calibration"
-    )
-    min_edge_px: float = Field(7.0, gt=2, description="Shortest straight edge used for the crystal axis")
-    single_edge_px: float = Field(
-        15.0, gt=0, description="A lone edge must be this long to give the crystal axis; two that agree suffice"
-    )
-    max_orientation_error_deg: float = Field(
-        0.6, gt=0, description="Report the crystal axis only when its standard error is below this"
-    )
 
 
 class ContrastDetector:
@@ -137,6 +113,10 @@ class ContrastDetector:
         elif options.calibration == "nominal":
             self._pinned_method = "nominal"
         self._calibrated = self._pinned_method is not None
+        #: What calibration found in each image it examined, for the detection pass over the same images.
+        self._examined: dict[str, tuple[float, PlateauImage]] = {}
+        self.batch_size = options.threads or min(MAX_THREADS, len(os.sched_getaffinity(0)))
+        self._pool: ThreadPoolExecutor | None = None
 
     # -- ladders ------------------------------------------------------------------------------------
     def pinned_ladder(self, channels: int) -> LadderFit | None:
@@ -174,9 +154,20 @@ class ContrastDetector:
         are analysed afterwards exactly as if calibration had not looked at them.
         """
         saved: dict[int, dict[str, Any]] = {}
+        self._examined.clear()
+        ahead: deque[_Prepared] = deque()  # images whose plateaus are being segmented on other threads
+
+        def examine(job: _Prepared) -> None:
+            contrast, found = self._segmented(job)
+            self._examine(job.image, contrast, job.setup, learn=True, pixel_um=job.pixel_um, found=found)
+            self._examined[job.key] = (job.limit, found)
+
         for image, meta in samples:
-            index, setup, contrast = self._prepare(image, meta, saved)
-            self._examine(image, contrast, setup, learn=True, pixel_um=meta.pixel_size_um)
+            ahead.append(self._submit(image, meta, saved))
+            while len(ahead) > self.batch_size:
+                examine(ahead.popleft())
+        while ahead:
+            examine(ahead.popleft())
         for index, state in saved.items():
             self.setups.setups[index].background.load_state(state)
         for setup in self.setups.setups:
@@ -229,37 +220,92 @@ class ContrastDetector:
                        learn: bool = True) -> np.ndarray:
         """C = I / background − 1 per channel, float32 (rows, cols, channels), with ``setup``'s flat field
         (which learns from the image unless ``learn`` is False)."""
-        img = image.astype(np.float32)
-        if img.ndim == 2:
-            img = img[..., None]
+        img = image if image.ndim == 3 else image[..., None]
         if blocks is None:
             blocks = block_means(img)
         if setup is None:
             _, setup, learn = self.setups.place(img, self.context.pixel_size_um, blocks)
+        return _contrast(img, self._surface(setup, img, blocks, learn))
+
+    def _surface(self, setup: Setup, image: np.ndarray, blocks: np.ndarray, learn: bool) -> np.ndarray:
+        """The image's background on the block grid, from (and teaching, unless ``learn`` is False) its setup's
+        flat field."""
         expected = np.asarray(setup.key.substrate) if setup.background.tiles_learnt else None
-        background = setup.background.background(img, blocks, learn=learn, expected=expected)
-        np.maximum(background, 1e-3, out=background)
-        contrast = np.divide(img, background, out=img)  # in place: tiles are large
-        contrast -= 1.0
-        return contrast
+        return setup.background.surface(image.shape, blocks, learn=learn, expected=expected)
 
     def _prepare(
         self, image: np.ndarray, meta: ImageMeta, saved: dict[int, dict[str, Any]] | None = None
     ) -> tuple[int, Setup, np.ndarray]:
+        """The image's setup (its index) and background on the block grid; ``saved`` keeps each setup's flat
+        field as it was before the first image that touched it."""
         pixel_um = meta.pixel_size_um or self.context.pixel_size_um
-        blocks = block_means(image if image.ndim == 3 else image[..., None])
+        img = image if image.ndim == 3 else image[..., None]
+        blocks = block_means(img)
         index, setup, typical = self.setups.place(image, pixel_um, blocks)
         if saved is not None and index not in saved:
             saved[index] = setup.background.state()
-        return index, setup, self.contrast_image(image, setup, blocks, learn=typical)
+        return index, setup, self._surface(setup, img, blocks, learn=typical)
 
-    def _examine(self, image: np.ndarray, contrast: np.ndarray, setup: Setup, learn: bool,
-                 pixel_um: float | None = None) -> tuple[list[Plateau], float | None, bool, float | None, Any]:
-        """Plateaus that may be flakes, the image's sharpness and focus verdict; pools them into the setup."""
-        pixel_um = pixel_um or self.context.pixel_size_um or 1.0
-        min_area_px = max(self.options.min_area_um2 / pixel_um**2, 8.0)
-        found = find_plateaus(contrast, self.params, min_area_px=min_area_px, saturated=saturation_mask(image),
-                              max_contrast=self._describe_limit(setup))
+    # -- segmentation, on several threads --------------------------------------------------------------
+    def _submit(self, image: np.ndarray, meta: ImageMeta, saved: dict[int, dict[str, Any]] | None = None
+                ) -> _Prepared:
+        """Prepare an image (image after image, in order: its setup's flat field learns from each) and start
+        computing its contrast and segmenting it on another thread."""
+        index, setup, surface = self._prepare(image, meta, saved)
+        job = _Prepared(image, meta, index, setup, surface, meta.pixel_size_um or self.context.pixel_size_um or 1.0,
+                        self._describe_limit(setup), _analysis_key(image, surface))
+        # The detection pass over an image calibration examined has the very same background (the flat field
+        # is put back and learns again in the same order): its plateaus are not segmented twice.
+        if self._examined and job.key in self._examined:
+            limit, found = self._examined.pop(job.key)
+            job.found = found if limit == job.limit else None
+        if self.batch_size > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.batch_size, thread_name_prefix="contrast")
+            job.future = self._pool.submit(self._segment, job)
+        return job
+
+    def _segmented(self, job: _Prepared) -> tuple[np.ndarray, PlateauImage]:
+        """The contrast and plateaus of ``job``: segmented on a thread, unless the limit on described contrasts
+        has moved since (it follows the ladder, which the images before this one may have moved), when it is
+        segmented again, as one image at a time would have been."""
+        contrast, found = job.future.result() if job.future is not None else self._segment(job)
+        limit = self._describe_limit(job.setup)
+        if limit != job.limit:
+            found = find_plateaus(contrast, self.params, min_area_px=self._min_area_px(job.pixel_um),
+                                  saturated=saturation_mask(job.image), max_contrast=limit)
+        return contrast, found
+
+    def _segment(self, job: _Prepared) -> tuple[np.ndarray, PlateauImage]:
+        """Contrast and plateaus of one prepared image, with the straight edges that weighting and orientation
+        will ask for computed ahead (pure functions of the image: safe on any thread, and no different from
+        computing them when asked)."""
+        contrast = _contrast(job.image if job.image.ndim == 3 else job.image[..., None], job.surface)
+        found = job.found or find_plateaus(contrast, self.params, min_area_px=self._min_area_px(job.pixel_um),
+                                           saturated=saturation_mask(job.image), max_contrast=job.limit)
+        fit = job.setup.ladder.fit
+        rules = RejectRules(min_area_px=self._min_area_px(job.pixel_um), min_step_z=self.options.min_step_z)
+        for p in found.plateaus:
+            if "edges" in p.extra or reject_reason(p, rules) is not None or not self._thin(p.contrast):
+                continue
+            evidence = p.area_px * job.pixel_um**2 >= LADDER_MIN_AREA_UM2 and p.solidity >= MIN_SOLIDITY
+            if fit is not None and fit.usable:
+                (rung,), _ = fit.classify(p.contrast[None, :], MAX_RUNG_DISTANCE, p.uncertainty)
+                wanted = rung != 0 and (self.options.orientation or evidence)
+            else:
+                wanted = evidence
+            if wanted:
+                self._edges(contrast, p)
+        return contrast, found
+
+    def _min_area_px(self, pixel_um: float) -> float:
+        return max(self.options.min_area_um2 / pixel_um**2, 8.0)
+
+    def _examine(self, image: np.ndarray, contrast: np.ndarray, setup: Setup, learn: bool, pixel_um: float,
+                 found: PlateauImage) -> tuple[list[Plateau], float | None, bool, float | None]:
+        """The image's plateaus (``found``) that may be flakes, its sharpness and focus verdict; pools them
+        into the setup."""
+        min_area_px = self._min_area_px(pixel_um)
         sharpness = image_sharpness(found.plateaus)
         soft, reference = setup.focus.judge(sharpness)
         rules = RejectRules(min_area_px=min_area_px, min_step_z=self.options.min_step_z)
@@ -274,12 +320,22 @@ class ContrastDetector:
                                     for p in kept])
                 floor = float(np.sqrt(np.mean(found.noise**2)))
                 setup.ladder.add(points, weights, floor)
-        return kept, sharpness, soft, reference, found
+        return kept, sharpness, soft, reference
 
     def detect(self, image: np.ndarray, meta: ImageMeta, detections: list[Detection]) -> list[Detection]:
-        pixel_um = meta.pixel_size_um or self.context.pixel_size_um or 1.0
-        index, setup, contrast = self._prepare(image, meta)
-        plateaus, sharpness, soft, reference, _ = self._examine(image, contrast, setup, learn=True, pixel_um=pixel_um)
+        return self.detect_batch([image], [meta], [detections])[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray], metas: Sequence[ImageMeta],
+                     detections: Sequence[list[Detection]]) -> list[list[Detection]]:
+        """`detect` for each image in order; their plateaus are segmented on ``batch_size`` threads at once."""
+        jobs = [self._submit(image, meta) for image, meta in zip(images, metas, strict=True)]
+        return [self._detect_prepared(job, found) for job, found in zip(jobs, detections, strict=True)]
+
+    def _detect_prepared(self, job: _Prepared, detections: list[Detection]) -> list[Detection]:
+        image, meta, index, setup = job.image, job.meta, job.index, job.setup
+        contrast, found = self._segmented(job)
+        plateaus, sharpness, soft, reference = self._examine(image, contrast, setup, learn=True, pixel_um=job.pixel_um,
+                                                             found=found)
         if self.pinned_ladder(setup.key.channels) is None:
             setup.ladder.update()
             self._calibrated = True
@@ -417,6 +473,33 @@ class ContrastDetector:
         return estimate
 
 
+@dataclass
+class _Prepared:
+    """An image with its setup and background (block grid), the limit on described contrasts it is segmented
+    with, its key (`_analysis_key`), plateaus calibration found in it, and the thread computing its contrast
+    and plateaus (None: computed when needed)."""
+
+    image: np.ndarray
+    meta: ImageMeta
+    index: int
+    setup: Setup
+    surface: np.ndarray
+    pixel_um: float
+    limit: float
+    key: str
+    found: PlateauImage | None = None
+    future: Future[tuple[np.ndarray, PlateauImage]] | None = None
+
+
+def _contrast(image: np.ndarray, surface: np.ndarray) -> np.ndarray:
+    """C = I / background − 1 (float32, rows x cols x channels) from the background's block grid."""
+    background = expand(surface, image.shape[:2])
+    np.maximum(background, 1e-3, out=background)
+    contrast = np.divide(image.astype(np.float32), background, out=background)  # in place: tiles are large
+    contrast -= 1.0
+    return contrast
+
+
 def merge_touching(found: list[tuple[Plateau, Detection]], gap_px: int = 4) -> list[Detection]:
     """One detection per flake: plateaus of the same layer class that touch (within ``gap_px``) are one flake
     seen in pieces (a seed split by noise, a small flake's peak beside its flat part)."""
@@ -468,6 +551,11 @@ def _profile_ladder(profile: MaterialProfile, material: Any, nominal_oxide_nm: f
         if 1 <= n <= len(spread):
             spread[n - 1] = max(float(np.sqrt(np.trace(stats.cov) / channels)), 0.5 * spread[n - 1])
     return pinned_ladder("profile", centroids, spread, f"profile {profile.name}", oxide_nm)
+
+
+def _analysis_key(image: np.ndarray, surface: np.ndarray) -> str:
+    """An image's fingerprint with its background's: equal only for the same pixels under the same background."""
+    return _fingerprint(image) + hashlib.blake2b(np.ascontiguousarray(surface).tobytes(), digest_size=8).hexdigest()
 
 
 def _fingerprint(image: np.ndarray) -> str:
