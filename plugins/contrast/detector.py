@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -77,8 +76,6 @@ ROUND_WEIGHT = 0.3
 #: A straight-edged plateau counts fully only with at least this solidity (area over convex hull): a crystal
 #: is a compact polygon, while dust clumps and residue rings found a straight stretch of rim are ragged.
 MIN_SOLIDITY = 0.75
-#: Images segmented at once by default (at most; fewer where the process may use fewer cores).
-MAX_THREADS = 4
 #: Without a ladder, a plateau is "thin" when its contrast is within this factor of the largest 3L contrast
 #: the thin-film model gives on any oxide.
 THIN_ENVELOPE = 1.5
@@ -115,7 +112,7 @@ class ContrastDetector:
         self._calibrated = self._pinned_method is not None
         #: What calibration found in each image it examined, for the detection pass over the same images.
         self._examined: dict[str, tuple[float, PlateauImage]] = {}
-        self.batch_size = options.threads or min(MAX_THREADS, len(os.sched_getaffinity(0)))
+        self.batch_size = options.threads
         self._pool: ThreadPoolExecutor | None = None
 
     # -- ladders ------------------------------------------------------------------------------------
@@ -277,12 +274,14 @@ class ContrastDetector:
         return contrast, found
 
     def _segment(self, job: _Prepared) -> tuple[np.ndarray, PlateauImage]:
-        """Contrast and plateaus of one prepared image, with the straight edges that weighting and orientation
-        will ask for computed ahead (pure functions of the image: safe on any thread, and no different from
-        computing them when asked)."""
+        """Contrast and plateaus of one prepared image; on a thread of its own, also the straight edges that
+        weighting and orientation will ask for (pure functions of the image: safe on any thread, and no
+        different from computing them when asked)."""
         contrast = _contrast(job.image if job.image.ndim == 3 else job.image[..., None], job.surface)
         found = job.found or find_plateaus(contrast, self.params, min_area_px=self._min_area_px(job.pixel_um),
                                            saturated=saturation_mask(job.image), max_contrast=job.limit)
+        if self.batch_size == 1:
+            return contrast, found  # on this thread the edges are computed when asked, no sooner
         fit = job.setup.ladder.fit
         rules = RejectRules(min_area_px=self._min_area_px(job.pixel_um), min_step_z=self.options.min_step_z)
         for p in found.plateaus:

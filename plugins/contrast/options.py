@@ -38,8 +38,9 @@ class ContrastOptions(BaseModel):
     max_orientation_error_deg: float = Field(
         0.6, gt=0, description="Report the crystal axis only when its standard error is below this"
     )
-    threads: int | None = Field(
-        None, ge=1, le=32,
-        description="Images segmented at once, each on its own thread (default: the cores this process may use, "
-        "up to 4); the results are those of one image at a time",
+    threads: int = Field(
+        1, ge=1, le=32,
+        description="Images segmented at once, each on a thread of its own; the results are those of one image at "
+        "a time. Most of the segmentation holds Python's GIL: on 2 cores, 2 threads ran 1.4x faster on sparse "
+        "tiles and no faster on dense ones, and slowed a scan whose acquisition needs the cores too",
     )

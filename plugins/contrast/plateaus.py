@@ -181,14 +181,20 @@ def find_plateaus(
     plateaus: list[Plateau] = []
     for mask, bbox in candidates:
         for seed, box in _split_seed(mask, bbox, smooth, noise, params):
-            plateau = _describe(seed, box, contrast, smooth, noise, params)
-            if plateau is not None and plateau.area_px >= min_area_px:
+            plateau = _describe(seed, box, contrast, smooth, noise, params, min_area_px)
+            if plateau is not None:
                 if saturated is not None:
                     sr0, sc0, sr1, sc1 = box
                     plateau.saturated = float(saturated[sr0:sr1, sc0:sc1][seed].mean())
                 plateaus.append(plateau)
     plateaus = merge_pieces(plateaus, noise, (rows, cols))
     return PlateauImage(plateaus, noise, gradient_noise, (rows, cols))
+
+
+def _padded(mask: np.ndarray) -> np.ndarray:
+    """A uint8 mask with a one-pixel border of zeros (``np.pad(mask, 1)``, without its overhead)."""
+    u8 = mask.view(np.uint8) if mask.dtype == bool else mask
+    return cv2.copyMakeBorder(u8, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
 
 
 @functools.cache
@@ -201,7 +207,15 @@ def _median(values: np.ndarray) -> np.ndarray:
     a thick flake's thousands of pixels say no more about its level than a few hundred."""
     if len(values) > MEDIAN_SAMPLE:
         values = values[:: len(values) // MEDIAN_SAMPLE]
-    return np.median(values, axis=0)
+    return median0(values)
+
+
+def median0(values: np.ndarray) -> Any:
+    """``np.median(values, axis=0)``, bit for bit, from a sort: four times faster on the few hundred finite
+    values of one region (no partition, no NaN check), which matters at hundreds of regions per tile."""
+    ordered = np.sort(values, axis=0)
+    half = len(ordered) // 2
+    return ordered[half] if len(ordered) % 2 else (ordered[half - 1] + ordered[half]) / 2
 
 
 def _shape(mask: np.ndarray, area: int) -> tuple[float, float]:
@@ -287,7 +301,7 @@ def _union(pieces: list[Plateau], shape: tuple[int, int]) -> Plateau:
 
     rr, cc = np.nonzero(mask)
     elongation, solidity = _shape(mask, area)
-    dist = cv2.distanceTransform(np.pad(mask, 1), cv2.DIST_L2, 3)
+    dist = cv2.distanceTransform(_padded(mask), cv2.DIST_L2, 3)
     return Plateau(
         contrast=mean([p.contrast for p in pieces]),
         spread=np.max([p.spread for p in pieces], axis=0),
@@ -406,26 +420,26 @@ def _split_seed(
     values = all_values[:: max(1, len(all_values) // MEDIAN_SAMPLE)]  # the split is decided on a sample
     if len(values) < 4 * params.min_seed_px:
         return [(mask, bbox)]
-    centre = np.median(values, axis=0)
+    centre = median0(values)
     dev = values - centre
-    spread = float(np.sqrt(np.median(np.sum(dev**2, axis=1))))
+    spread = float(np.sqrt(median0(np.sum(dev**2, axis=1))))
     if spread < params.split_z / 2:
         return [(mask, bbox)]
     # Two-means along the principal axis of the values.
     _, _, vt = np.linalg.svd(dev - dev.mean(axis=0), full_matrices=False)
     t = dev @ vt[0]
-    cut = float(np.median(t))
+    cut = float(median0(t))
     for _ in range(8):
         lo, hi = t[t <= cut], t[t > cut]
         if len(lo) == 0 or len(hi) == 0:
             return [(mask, bbox)]
-        new = 0.5 * (float(np.median(lo)) + float(np.median(hi)))
+        new = 0.5 * (float(median0(lo)) + float(median0(hi)))
         if abs(new - cut) < 1e-3:
             break
         cut = new
     lo, hi = t[t <= cut], t[t > cut]
-    gap = float(np.median(hi) - np.median(lo))
-    within = 1.4826 * float(np.median(np.abs(np.r_[lo - np.median(lo), hi - np.median(hi)]))) + 1e-3
+    gap = float(median0(hi) - median0(lo))
+    within = 1.4826 * float(median0(np.abs(np.r_[lo - median0(lo), hi - median0(hi)]))) + 1e-3
     if gap < params.split_z * within or gap < params.split_z:
         return [(mask, bbox)]
     parts: list[tuple[np.ndarray, tuple[int, int, int, int]]] = []
@@ -447,8 +461,10 @@ def _describe(
     smooth: np.ndarray,
     noise: np.ndarray,
     params: PlateauParams,
+    min_area_px: float = 0.0,
 ) -> Plateau | None:
-    """Grow a seed back to its half-height edge and measure it."""
+    """Grow a seed back to its half-height edge and measure it (None when it is smaller than ``min_area_px``:
+    most seeds of a dusty tile are, and measuring them would cost more than finding them)."""
     rows, cols = contrast.shape[:2]
     grow = params.grow_px
     pad = grow + 3
@@ -478,12 +494,14 @@ def _describe(
         region = np.isin(lab, keep[keep > 0])
         region_u8 = region.astype(np.uint8)
     area = int(region_u8.sum())
+    if area < min_area_px:
+        return None
     rr, cc = np.nonzero(region)
     br0, bc0, br1, bc1 = int(rr.min()), int(cc.min()), int(rr.max()) + 1, int(cc.max()) + 1
     # The plateau's contrast: the unsmoothed values at least CORE_DEPTH_PX inside its edge, or along its
     # ridge when it is narrower (the blurred rim pulls a small flake's median towards the substrate).
     sub = region_u8[br0:br1, bc0:bc1]
-    dist = cv2.distanceTransform(np.pad(sub, 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    dist = cv2.distanceTransform(_padded(sub), cv2.DIST_L2, 3)[1:-1, 1:-1]
     deepest = float(dist.max())
     deep = dist >= min(CORE_DEPTH_PX, deepest - 0.5)  # never empty: the deepest pixels always pass
     raw = contrast[wr0 + br0 : wr0 + br1, wc0 + bc0 : wc0 + bc1][deep]
