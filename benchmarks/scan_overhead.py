@@ -11,7 +11,9 @@ time is the sum over tiles of the planned move, the settle and the exposure; the
 longer the whole scan takes, start (devices, calibration) and end (the last tile's analysis) included.
 
 **memory**: scans of ``N`` small tiles with an instant stage; the process's peak RSS (VmHWM) per N, and what
-generating that simulated chip alone adds to a process (the simulator keeps its chip in the scanning process).
+generating that simulated chip alone adds to a process (the simulator keeps its chip in the scanning process);
+then the same tiles scanned again through the replay camera, which reads them from the first run's folder, so
+that the peak is flakehunter's own, as with a real camera.
 Each prints one summary line and writes JSON (``--json``).
 """
 
@@ -128,8 +130,12 @@ def memory(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         data = config(rows, cols, shape, {"time_scale": 0}, simulated_camera(shape, size, 200))
         run_dir, wall, rss = scan(data, work, f"mem{n}")
         tiles = json.loads((run_dir / "manifest.json").read_text())["summary"]["items_total"]
+        # The same tiles again through the replay camera: no simulated chip in the process, as with a real camera.
+        replay = config(rows, cols, shape, {"time_scale": 0}, {"plugin": "replay", "options": {"source": str(run_dir)}})
+        _, replay_wall, replay_rss = scan(replay, work, f"replay{n}")
         out[str(n)] = {"tiles": tiles, "peak_rss_mib": round(rss, 1), "wall_s": round(wall, 1),
-                       "simulated_chip_mib": round(chip_mib(data["camera"]["options"]["chip"]), 1)}
+                       "simulated_chip_mib": round(chip_mib(data["camera"]["options"]["chip"]), 1),
+                       "replayed_peak_rss_mib": round(replay_rss, 1), "replayed_wall_s": round(replay_wall, 1)}
     return out
 
 
@@ -182,6 +188,10 @@ def main() -> None:
             result = memory(args, work)
             print("peak RSS: " + ", ".join(f"{v['tiles']} tiles {v['peak_rss_mib']} MiB (the simulated chip alone "
                                            f"{v['simulated_chip_mib']} MiB)" for v in result.values()))
+            first, *_, last = result.values()
+            print("replayed through the replay camera (no simulator in the process): " + ", ".join(
+                f"{v['tiles']} tiles {v['replayed_peak_rss_mib']} MiB" for v in result.values())
+                + f" ({100 * (last['replayed_peak_rss_mib'] / first['replayed_peak_rss_mib'] - 1):+.1f} %)")
         else:
             result = startup(work)
             print(f"scan --dry-run of configs/demo.yaml: {result['dry_run_s_median']} s (median of 5)")
