@@ -191,3 +191,31 @@ def test_relative_focus_flags_a_blurred_copy_and_not_the_sharp_images() -> None:
     assert any("out of focus" in w for w in soft_meta.warnings)
     assert found, "a soft image still reports its plateaus"
     assert all(d.extra.get("soft") for d in found)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_fast_median_is_numpys_bit_for_bit(dtype) -> None:
+    """A region's medians come from a sort: the same values as np.median, odd and even counts, ties included."""
+    from flakehunter.plugins.contrast.plateaus import median0
+
+    rng = np.random.default_rng(11)
+    for trial in range(2000):
+        values = rng.normal(size=(int(rng.integers(1, 450)), int(rng.integers(1, 4)))) * rng.uniform(1e-3, 1.0)
+        if trial % 4 == 0:
+            values = np.round(values, 2)  # ties
+        values = values.astype(dtype)
+        expected, got = np.median(values, axis=0), median0(values)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected), trial
+        assert median0(values[:, 0]) == np.median(values[:, 0])
+
+
+def test_regions_smaller_than_the_smallest_flake_are_not_reported() -> None:
+    """Specks below ``min_area_px`` are dropped (before they are measured); a flake above it is kept."""
+    speck = Painted(polygon((100, 100), 2.5, sides=12), (-0.3, -0.3, -0.3))
+    flake = Painted(polygon((100, 250), 20), (-0.12, -0.13, -0.09), 1)
+    found = find_plateaus(contrast_of(render_flakes((200, 400), [speck, flake], seed=2)), min_area_px=60)
+    assert any(flake.contains(*p.centroid) for p in found.plateaus)
+    assert not any(abs(p.centroid[0] - 100) < 8 and abs(p.centroid[1] - 100) < 8 for p in found.plateaus)
+    assert all(p.area_px >= 60 for p in found.plateaus)
+    smaller = find_plateaus(contrast_of(render_flakes((200, 400), [speck, flake], seed=2)), min_area_px=12)
+    assert any(abs(p.centroid[0] - 100) < 8 and abs(p.centroid[1] - 100) < 8 for p in smaller.plateaus)
