@@ -1,6 +1,6 @@
 """End-to-end scan time against the hardware's own time, and memory against the number of tiles.
 
-    python benchmarks/scan_overhead.py overhead [--rows 6 --cols 8]   # realistic timing, 2048 x 1392 tiles
+    python benchmarks/scan_overhead.py overhead [--rows 6 --cols 8] [--threads N]   # realistic timing
     python benchmarks/scan_overhead.py memory [--tiles 100 1000]      # peak RSS for 100 versus 1000 tiles
     python benchmarks/scan_overhead.py startup                         # `scan --dry-run` start-up time
 
@@ -109,6 +109,8 @@ def overhead(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     recorded, _, _ = scan(record, work, "recorded")
     replay = config(args.rows, args.cols, SHAPE, REALISTIC_STAGE, {
         "plugin": "replay", "options": {"source": str(recorded), "exposure_ms": EXPOSURE_MS}})
+    if args.threads is not None:  # the contrast detector's `threads:` option (default 1)
+        replay["detectors"] = [{"name": "contrast", "options": {"threads": args.threads}}]
     run_dir, wall, rss = scan(replay, work, "replayed")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     hw = hardware_s(run_dir)
@@ -175,6 +177,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=6)
     parser.add_argument("--cols", type=int, default=8)
     parser.add_argument("--tiles", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--threads", type=int, default=None, help="overhead: the contrast detector's threads")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+from collections.abc import Callable
 from typing import IO, Any, Literal
 
 import cv2
@@ -131,7 +132,9 @@ def _upright(arr: np.ndarray, orientation: int) -> np.ndarray:
     return arr
 
 
-def read_tiff(fh: IO[bytes]) -> tuple[np.ndarray, ImageMeta]:
+def read_tiff(
+    fh: IO[bytes], before_decoding: Callable[[tuple[int, int]], None] | None = None,
+) -> tuple[np.ndarray, ImageMeta]:
     size = fh.seek(0, os.SEEK_END)
     problem = tiff_truncation(fh, size)
     if problem:
@@ -141,6 +144,8 @@ def read_tiff(fh: IO[bytes]) -> tuple[np.ndarray, ImageMeta]:
         if not tif.series:
             raise ImageFormatError("TIFF contains no image")
         series = tif.series[0]
+        if before_decoding is not None:  # the frame's size from the header, before any pixel is decoded
+            before_decoding((int(series.keyframe.imagelength), int(series.keyframe.imagewidth)))
         arr = _first_plane(tif, series)
         meta = tiff_meta(tif, series)
     return _finish(arr), meta

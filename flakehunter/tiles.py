@@ -214,7 +214,9 @@ def _checked_float(name: str, value: float | None, path: Path) -> float | None:
 # --------------------------------------------------------------------------------------------- reading
 
 
-def read_image(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
+def read_image(
+    path: str | Path, before_decoding: Callable[[tuple[int, int]], None] | None = None,
+) -> tuple[np.ndarray, ImageMeta]:
     """Read a TIFF (OME or plain), PNG or JPEG image and whatever stage metadata it carries.
 
     Returns ``(array, meta)``: ``array`` is (H, W) or (H, W, 3) in RGB order, dtype as stored (uint8 or
@@ -222,6 +224,9 @@ def read_image(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
     is dropped, palette and CMYK are converted to RGB. Of a stack (z, time, channels) the first plane is
     returned; a channel-first (3, H, W) image becomes (H, W, 3). The format is recognised by content, not
     suffix. Raises ``InputError`` for a missing, unreadable, truncated or unsupported file.
+
+    ``before_decoding`` is called with (rows, cols), where the file's header gives them, before the pixels
+    are decoded; it may raise to refuse the image.
     """
     path = Path(path)
     with _readable(path), open(path, "rb") as fh:
@@ -230,11 +235,15 @@ def read_image(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
             raise ImageFormatError("file is empty")
         kind = image_format(head)
         if kind == "tiff":
-            return read_tiff(fh)
+            return read_tiff(fh, before_decoding)
         if kind is None:
             raise ImageFormatError("not TIFF, PNG or JPEG data")
         fh.seek(0)
-        return read_png_jpeg(fh.read(), is_png=kind == "png"), ImageMeta()
+        data = fh.read()
+        size = png_jpeg_size(data)
+        if before_decoding is not None and size is not None:
+            before_decoding(size)
+        return read_png_jpeg(data, is_png=kind == "png"), ImageMeta()
     raise AssertionError("unreachable")  # _readable re-raises every exception
 
 
@@ -251,19 +260,14 @@ def open_windows(path: str | Path) -> WindowedTiff | None:
 def read_pixels(
     path: str | Path, whole_up_to_px: int, before_decoding: Callable[[tuple[int, int]], None] | None = None,
 ) -> tuple[np.ndarray | WindowedTiff, ImageMeta]:
-    """`read_image`, opening the file once, except that a TIFF longer than ``whole_up_to_px`` on a side
-    whose layout windows can read comes back as an open `WindowedTiff` (the caller closes it).
-
-    ``before_decoding`` is called with (rows, cols), where the file's header gives them, before pixels are
-    decoded; it may raise to refuse the image. Raises ``InputError`` as `read_image` does.
+    """`read_image`, except that a TIFF longer than ``whole_up_to_px`` on a side whose layout windows can
+    read comes back as an open `WindowedTiff` (the caller closes it). ``before_decoding`` as in
+    `read_image`. Raises ``InputError`` as `read_image` does.
     """
     path = Path(path)
     source = open_windows(path)
     if source is None:
-        size = stored_size(path)
-        if before_decoding is not None and size is not None:
-            before_decoding(size)
-        return read_image(path)
+        return read_image(path, before_decoding)
     rows, cols = int(source.shape[0]), int(source.shape[1])
     if max(rows, cols) > whole_up_to_px:
         return source, source.meta
@@ -289,21 +293,6 @@ def _readable(path: Path) -> Iterator[None]:
         raise
     except Exception as exc:  # tifffile/imagecodecs raise many types on corrupt data
         raise InputError(f"{path}: not a readable image ({one_line(exc)})") from exc
-
-
-def stored_size(path: str | Path) -> tuple[int, int] | None:
-    """(rows, cols) of an image file from its header, without decoding its pixels; None when the header
-    does not say (`read_image` then decides what to say about the file)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(65536)
-    except OSError:
-        return None
-    kind = image_format(head[:16])
-    if kind == "tiff":
-        geometry = read_geometry(path)
-        return geometry[0] if geometry else None
-    return png_jpeg_size(head) if kind else None
 
 
 def read_geometry(path: str | Path) -> tuple[tuple[int, int], ImageMeta] | None:

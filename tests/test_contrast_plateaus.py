@@ -210,7 +210,7 @@ def test_the_fast_median_is_numpys_bit_for_bit(dtype) -> None:
 
 
 def test_regions_smaller_than_the_smallest_flake_are_not_reported() -> None:
-    """Specks below ``min_area_px`` are dropped (before they are measured); a flake above it is kept."""
+    """A speck below ``min_area_px`` is not reported (it is with a smaller limit); a flake above it is."""
     speck = Painted(polygon((100, 100), 2.5, sides=12), (-0.3, -0.3, -0.3))
     flake = Painted(polygon((100, 250), 20), (-0.12, -0.13, -0.09), 1)
     found = find_plateaus(contrast_of(render_flakes((200, 400), [speck, flake], seed=2)), min_area_px=60)

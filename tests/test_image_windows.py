@@ -111,9 +111,7 @@ def test_a_window_costs_memory_of_the_window_not_of_the_image(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("kind", ["png", "jpeg", "progressive jpeg", "tiff", "planar tiff"])
-def test_the_stored_size_is_read_from_the_header(tmp_path: Path, kind: str) -> None:
-    from flakehunter.tiles import stored_size
-
+def test_the_size_is_read_from_the_header_before_decoding(tmp_path: Path, kind: str) -> None:
     path = tmp_path / ("image.png" if kind == "png" else "image.tif" if "tiff" in kind else "image.jpg")
     if kind == "png":
         cv2.imwrite(str(path), RGB)
@@ -125,9 +123,13 @@ def test_the_stored_size_is_read_from_the_header(tmp_path: Path, kind: str) -> N
         tifffile.imwrite(path, RGB, photometric="rgb")
     else:
         tifffile.imwrite(path, np.moveaxis(RGB, -1, 0), photometric="rgb", planarconfig="separate")
-    assert stored_size(path) == read_image(path)[0].shape[:2] == (300, 410)
+    sizes: list[tuple[int, int]] = []
+    assert read_image(path, sizes.append)[0].shape[:2] == (300, 410)
+    assert sizes == [(300, 410)]
     path.write_bytes(b"not an image at all")
-    assert stored_size(path) is None
+    with pytest.raises(InputError, match="not a readable image"):
+        read_image(path, sizes.append)
+    assert sizes == [(300, 410)]
 
 
 def test_an_image_over_the_limit_is_refused_before_it_is_decoded(tmp_path: Path, monkeypatch) -> None:
@@ -141,10 +143,10 @@ def test_an_image_over_the_limit_is_refused_before_it_is_decoded(tmp_path: Path,
     path = tmp_path / "big.png"
     cv2.imwrite(str(path), np.zeros((1000, 1200, 3), np.uint8))
 
-    def no_decoding(p: object) -> object:
-        raise AssertionError(f"{p} decoded")
+    def no_decoding(data: object, **_: object) -> object:
+        raise AssertionError(f"{path} decoded")
 
-    monkeypatch.setattr(flakehunter.tiles, "read_image", no_decoding)  # a spy: the decoder must not run
+    monkeypatch.setattr(flakehunter.tiles, "read_png_jpeg", no_decoding)  # a spy: the decoder must not run
     pipeline = build_pipeline(PipelineSpec(material="graphene", oxide_nm=90.0), get_registry(), tmp_path)
     with Journal(tmp_path / "journal.sqlite") as journal, CandidateWriter(tmp_path) as writer:
         step = AnalysisStep(pipeline, journal, writer, pixel_size_um=1.0, max_image_megapixels=1.0)

@@ -157,7 +157,7 @@ class ContrastDetector:
         def examine(job: _Prepared) -> None:
             contrast, found = self._segmented(job)
             self._examine(job.image, contrast, job.setup, learn=True, pixel_um=job.pixel_um, found=found)
-            self._examined[job.key] = (job.limit, found)
+            self._examined[_analysis_key(job.image, job.surface)] = (job.limit, found)
 
         for image, meta in samples:
             ahead.append(self._submit(image, meta, saved))
@@ -250,11 +250,11 @@ class ContrastDetector:
         computing its contrast and segmenting it on another thread."""
         index, setup, surface = self._prepare(image, meta, saved)
         job = _Prepared(image, meta, index, setup, surface, meta.pixel_size_um or self.context.pixel_size_um or 1.0,
-                        self._describe_limit(setup), _analysis_key(image, surface))
+                        self._describe_limit(setup))
         # The detection pass over an image calibration examined has the very same background (the flat field
         # is put back and learns again in the same order): its plateaus are not segmented twice.
-        if self._examined and job.key in self._examined:
-            limit, found = self._examined.pop(job.key)
+        if self._examined:
+            limit, found = self._examined.pop(_analysis_key(image, surface), (None, None))
             job.found = found if limit == job.limit else None
         if self.batch_size > 1:
             if self._pool is None:
@@ -268,18 +268,14 @@ class ContrastDetector:
         segmented again, as one image at a time would have been."""
         contrast, found = job.future.result() if job.future is not None else self._segment(job)
         limit = self._describe_limit(job.setup)
-        if limit != job.limit:
-            found = find_plateaus(contrast, self.params, min_area_px=self._min_area_px(job.pixel_um),
-                                  saturated=saturation_mask(job.image), max_contrast=limit)
-        return contrast, found
+        return contrast, (found if limit == job.limit else self._find(job, contrast, limit))
 
     def _segment(self, job: _Prepared) -> tuple[np.ndarray, PlateauImage]:
         """Contrast and plateaus of one prepared image; on a thread of its own, also the straight edges that
         weighting and orientation will ask for (pure functions of the image: safe on any thread, and no
         different from computing them when asked)."""
         contrast = _contrast(job.image if job.image.ndim == 3 else job.image[..., None], job.surface)
-        found = job.found or find_plateaus(contrast, self.params, min_area_px=self._min_area_px(job.pixel_um),
-                                           saturated=saturation_mask(job.image), max_contrast=job.limit)
+        found = job.found or self._find(job, contrast, job.limit)
         if self.batch_size == 1:
             return contrast, found  # on this thread the edges are computed when asked, no sooner
         fit = job.setup.ladder.fit
@@ -296,6 +292,10 @@ class ContrastDetector:
             if wanted:
                 self._edges(contrast, p)
         return contrast, found
+
+    def _find(self, job: _Prepared, contrast: np.ndarray, limit: float) -> PlateauImage:
+        return find_plateaus(contrast, self.params, min_area_px=self._min_area_px(job.pixel_um),
+                             saturated=saturation_mask(job.image), max_contrast=limit)
 
     def _min_area_px(self, pixel_um: float) -> float:
         return max(self.options.min_area_um2 / pixel_um**2, 8.0)
@@ -475,8 +475,8 @@ class ContrastDetector:
 @dataclass
 class _Prepared:
     """An image with its setup and background (block grid), the limit on described contrasts it is segmented
-    with, its key (`_analysis_key`), plateaus calibration found in it, and the thread computing its contrast
-    and plateaus (None: computed when needed)."""
+    with, plateaus calibration found in it, and the thread computing its contrast and plateaus (None:
+    computed when needed)."""
 
     image: np.ndarray
     meta: ImageMeta
@@ -485,7 +485,6 @@ class _Prepared:
     surface: np.ndarray
     pixel_um: float
     limit: float
-    key: str
     found: PlateauImage | None = None
     future: Future[tuple[np.ndarray, PlateauImage]] | None = None
 

@@ -41,6 +41,6 @@ class ContrastOptions(BaseModel):
     threads: int = Field(
         1, ge=1, le=32,
         description="Images segmented at once, each on a thread of its own; the results are those of one image at "
-        "a time. Most of the segmentation holds Python's GIL: on 2 cores, 2 threads ran 1.4x faster on sparse "
-        "tiles and no faster on dense ones, and slowed a scan whose acquisition needs the cores too",
+        "a time. Most of the segmentation holds Python's GIL, so more threads help little, and a scan's "
+        "acquisition needs the cores too (benchmarks/scan_overhead.py overhead --threads N measures it)",
     )
