@@ -39,6 +39,7 @@ from flakehunter.analysis.detector import Detection, DetectionContext
 from flakehunter.errors import InputError
 from flakehunter.plugins.contrast.axis import AxisEstimate, region_orientation
 from flakehunter.plugins.contrast.background import block_means, expand
+from flakehunter.plugins.contrast.blur import corrected, edge_blur_px
 from flakehunter.plugins.contrast.focus import image_sharpness
 from flakehunter.plugins.contrast.ladder import LadderFit, model_rungs, no_ladder, pinned_ladder
 from flakehunter.plugins.contrast.ladder_search import rung_spread
@@ -348,7 +349,8 @@ class ContrastDetector:
                        f"images of this run; layer counts kept only on wide plateaus")
             meta.warnings.append(warning)
             log.warning("%s: %s", meta.provenance.get("tile_index", "image") if meta.provenance else "image", warning)
-        found = [(p, d) for p in plateaus if (d := self._detection(p, fit, contrast, soft, index)) is not None]
+        blur = edge_blur_px(contrast, found.plateaus)
+        found = [(p, d) for p in plateaus if (d := self._detection(p, fit, contrast, soft, index, blur)) is not None]
         return [*detections, *merge_touching(found)]
 
     def _weight(self, contrast: np.ndarray, p: Plateau, pixel_um: float, fit: LadderFit | None = None) -> float:
@@ -375,12 +377,14 @@ class ContrastDetector:
         edges = self._edges(contrast, p)
         return weight if edges is not None and edges.edges else ROUND_WEIGHT * weight
 
-    def _detection(self, p: Plateau, fit: LadderFit, contrast: np.ndarray, soft: bool, setup_index: int
-                   ) -> Detection | None:
-        """The detection a plateau makes under ``fit`` (None when it is on no reported rung)."""
+    def _detection(self, p: Plateau, fit: LadderFit, contrast: np.ndarray, soft: bool, setup_index: int,
+                   blur_px: float | None = None) -> Detection | None:
+        """The detection a plateau makes under ``fit`` (None when it is on no reported rung); a small plateau
+        is placed on the ladder with the dimming of the image's blur (``blur_px``) undone."""
         layers: int | None
+        level, uncertainty, share = corrected(p, blur_px)
         if fit.usable:
-            (n,), (distance,) = fit.classify(p.contrast[None, :], MAX_RUNG_DISTANCE, p.uncertainty)
+            (n,), (distance,) = fit.classify(level[None, :], MAX_RUNG_DISTANCE, uncertainty)
             if n == 0 or int(n) not in self.report_layers:
                 return None
             layers = int(n)
@@ -388,7 +392,7 @@ class ContrastDetector:
                 layers = None
             fit_score = float(np.exp(-0.5 * (distance / 1.5) ** 2)) * (0.5 + 0.5 * fit.confidence)
         else:
-            if not self._thin(p.contrast):
+            if not self._thin(level):
                 return None
             layers, distance, fit_score = None, float("nan"), 0.3
         size_score = p.area_px / (p.area_px + 50.0)
@@ -404,6 +408,8 @@ class ContrastDetector:
         }
         if soft:
             extra["soft"] = True
+        if share < 1.0:
+            extra["blur_share"] = round(share, 3)
         return Detection(
             row=p.centroid[0],
             col=p.centroid[1],

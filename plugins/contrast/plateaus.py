@@ -162,15 +162,12 @@ def find_plateaus(
     # Whitened magnitude z² = Σ_c (S_c/σ_c)² per pixel (cv2.transform sums the channels with weights 1/σ_c²).
     inv_var = (1.0 / noise.astype(np.float64) ** 2).reshape(1, channels)
     src = smooth if channels > 1 else smooth.reshape(rows, cols)
-    if channels > 1:
-        z2 = cv2.transform(cv2.multiply(src, src), inv_var).reshape(rows, cols)
-    else:
-        z2 = cv2.multiply(src, src, scale=float(inv_var[0, 0]))
+    z2 = (cv2.transform(cv2.multiply(src, src), inv_var).reshape(rows, cols) if channels > 1
+          else cv2.multiply(src, src, scale=float(inv_var[0, 0])))
     gradient_noise = _gradient_noise(src, z2, inv_var, step, channels)
     off = cv2.compare(z2, float(params.min_z**2), cv2.CMP_GE)
-    # Gradients only where something is: each blob of off-substrate pixels big enough for a flake (its
-    # half-height contour lies inside the 6 σ one, give or take noise), in a window around it. Most of a
-    # tile is bare substrate.
+    # Gradients only where something is (most of a tile is bare substrate): each blob of off-substrate pixels
+    # big enough for a flake (its half-height contour lies inside the 6 σ one, give or take noise).
     _n_off, off_comp, off_stats, _ = cv2.connectedComponentsWithStats(off, connectivity=8)
     candidates: list[tuple[np.ndarray, tuple[int, int, int, int]]] = []
     for i in np.flatnonzero(off_stats[1:, cv2.CC_STAT_AREA] >= 0.9 * min_area_px) + 1:
@@ -195,6 +192,13 @@ def _padded(mask: np.ndarray) -> np.ndarray:
     """A uint8 mask with a one-pixel border of zeros (``np.pad(mask, 1)``, without its overhead)."""
     u8 = mask.view(np.uint8) if mask.dtype == bool else mask
     return cv2.copyMakeBorder(u8, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+
+
+def deep_pixels(mask: np.ndarray) -> tuple[np.ndarray, float]:
+    """The pixels a plateau's contrast is measured on (at least CORE_DEPTH_PX inside its edge, or its ridge when
+    narrower: the blurred rim pulls a small flake's median towards the substrate), and the deepest one's depth."""
+    dist = cv2.distanceTransform(_padded(mask), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    return dist >= min(CORE_DEPTH_PX, float(dist.max()) - 0.5), float(dist.max())
 
 
 @functools.cache
@@ -498,12 +502,8 @@ def _describe(
         return None
     rr, cc = np.nonzero(region)
     br0, bc0, br1, bc1 = int(rr.min()), int(cc.min()), int(rr.max()) + 1, int(cc.max()) + 1
-    # The plateau's contrast: the unsmoothed values at least CORE_DEPTH_PX inside its edge, or along its
-    # ridge when it is narrower (the blurred rim pulls a small flake's median towards the substrate).
     sub = region_u8[br0:br1, bc0:bc1]
-    dist = cv2.distanceTransform(_padded(sub), cv2.DIST_L2, 3)[1:-1, 1:-1]
-    deepest = float(dist.max())
-    deep = dist >= min(CORE_DEPTH_PX, deepest - 0.5)  # never empty: the deepest pixels always pass
+    deep, deepest = deep_pixels(sub)  # the plateau's contrast: the unsmoothed values of its deep pixels
     raw = contrast[wr0 + br0 : wr0 + br1, wc0 + bc0 : wc0 + bc1][deep]
     raw = raw[:: max(1, len(raw) // MEDIAN_SAMPLE)]
     median = _median(raw)
