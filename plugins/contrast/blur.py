@@ -1,8 +1,8 @@
 """How much the optics' blur dims a small plateau, measured on the image itself.
 
 A flake a few blur widths across never reaches its full contrast: the point-spread function mixes its rim
-with the substrate, and the median of even its deepest pixels stays short of the layer's contrast (on
-foreign setup 3, 1-3L flakes of 50-150 µm² at 2 px blur showed 65-80 % of it and fell between the rungs).
+with the substrate, and the median of even its deepest pixels stays short of the layer's contrast, so it
+falls between the rungs (docs/detection.md §3: the misses of foreign setup 3, diagnosed).
 Two steps undo that:
 
 * `edge_blur_px`: the image's blur σ from its edge-spread function. Around the strong, large plateaus the
@@ -22,6 +22,7 @@ import math
 
 import cv2
 import numpy as np
+from scipy import ndimage
 from scipy.optimize import least_squares
 from scipy.special import erf
 
@@ -35,6 +36,8 @@ EDGE_PLATEAUS = 6
 EDGE_REACH_PX = 8.0
 #: A blur outside this range (px) is not believed (no edge to measure, or a fit gone astray).
 BLUR_RANGE_PX = (0.3, 6.0)
+#: Plateaus wider than this many blur σ are left as measured (their deep pixels are beyond the blur's reach).
+MAX_CORRECTED_WIDTH = 8.0
 #: Plateaus dimmed less than this are left as measured.
 MIN_CORRECTION = 0.03
 #: The correction's own uncertainty, as a share of the correction (1/f − 1) times the contrast.
@@ -57,21 +60,19 @@ def edge_blur_px(contrast: np.ndarray, plateaus: list[Plateau]) -> float | None:
         outside = cv2.distanceTransform(1 - mask, cv2.DIST_L2, 5)
         signed = np.where(mask > 0, inside - 0.5, 0.5 - outside)
         step = (p.contrast - p.surround).astype(np.float32)
-        window = contrast[wr0:wr1, wc0:wc1].reshape(-1, contrast.shape[2] if contrast.ndim == 3 else 1)
+        window = contrast[wr0:wr1, wc0:wc1].reshape(-1, contrast.shape[2])
         projected = ((window - p.surround.astype(np.float32)) @ step) / float(step @ step)
-        near = np.abs(signed.ravel()) <= EDGE_REACH_PX
-        distances.append(signed.ravel()[near])
+        signed = signed.ravel()
+        near = np.abs(signed) <= EDGE_REACH_PX
+        distances.append(signed[near])
         values.append(projected[near])
     if not distances:
         return None
-    d = np.round(np.concatenate(distances) * 2.0) / 2.0
-    t = np.concatenate(values)
-    bins = np.unique(d)
-    order = np.argsort(d, kind="stable")
-    splits = np.searchsorted(d[order], bins[1:])
-    profile = np.array([float(np.median(part)) for part in np.split(t[order], splits)])
+    # The edge-spread profile: the median projected contrast per half-pixel of signed distance.
+    bins, which = np.unique(np.round(np.concatenate(distances) * 2.0) / 2.0, return_inverse=True)
     if len(bins) < 8:
         return None
+    profile = np.asarray(ndimage.median(np.concatenate(values), which, np.arange(len(bins))), float)
 
     def misfit(q: np.ndarray) -> np.ndarray:
         return q[0] + q[1] * 0.5 * (1.0 + erf((bins - q[2]) / (abs(q[3]) * math.sqrt(2.0)))) - profile
@@ -92,7 +93,7 @@ def blur_attenuation(p: Plateau, sigma_px: float) -> float:
 def corrected(p: Plateau, sigma_px: float | None) -> tuple[np.ndarray, float, float]:
     """(contrast, its uncertainty, the share of its contrast the blur left) of a plateau with the blur's
     dimming undone; as measured (share 1) when the blur is unknown or dims it by less than ``MIN_CORRECTION``."""
-    if sigma_px is None or p.width_px > 8.0 * sigma_px:
+    if sigma_px is None or p.width_px > MAX_CORRECTED_WIDTH * sigma_px:
         return p.contrast, p.uncertainty, 1.0
     share = blur_attenuation(p, sigma_px)
     if share > 1.0 - MIN_CORRECTION:
