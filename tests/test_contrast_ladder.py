@@ -254,3 +254,53 @@ def test_images_segmented_on_threads_give_what_one_at_a_time_gives(monkeypatch: 
     assert run(threaded, 3) == one
     assert len(segmented) == len(images)
     assert sum(map(len, one)) >= 9 and any(d[0] == "1L" for f in one for d in f)
+
+
+#: The 16 heaviest plateau clusters of foreign setup 12 (WS2 on 254 nm, oxide not stated, an sRGB camera whose
+#: index data bend the ladder unlike the model's), with the medians of the true 1L, 2L, 3L plateaus.
+BENT_CLUSTERS = np.array([
+    [0.254, 1.224, 0.933], [-0.066, -0.233, -0.04], [-0.231, -0.534, 0.074], [0.222, 0.741, 0.633],
+    [-0.149, -0.431, 0.003], [0.086, 1.133, 0.902], [-0.091, 1.011, 0.855], [-0.107, 0.81, 0.697],
+    [0.333, 0.647, 0.63], [0.375, 0.441, 0.526], [0.288, 1.213, 0.752], [0.105, 0.822, 0.636],
+    [0.155, 0.731, 0.644], [-0.045, -0.09, 0.051], [0.218, 1.005, 0.636], [0.196, 0.844, 0.614]])
+BENT_WEIGHTS = np.array([13.0, 12.6, 7.9, 7.3, 6.1, 6.0, 6.0, 5.0, 3.0, 3.0, 3.0, 3.0, 2.8, 2.5, 2.3, 2.0])
+BENT_TRUTH = np.array([[-0.066, -0.232, -0.044], [-0.148, -0.433, 0.001], [-0.233, -0.531, 0.074]])
+
+
+def test_a_ladder_bent_unlike_the_model_keeps_its_rungs() -> None:
+    """Where the model at the true oxide puts its 2L where the data have 3L (index data 20-30 % off), the
+    ladder neither skips a rung nor leaves one empty between occupied ones: 1L, 2L, 3L land on rungs 1, 2, 3."""
+    fit = fit_ladder(BENT_CLUSTERS, BENT_WEIGHTS, get_registry().material("ws2"), 90.0, floor=0.0054)
+    layers, _ = fit.classify(BENT_TRUTH)
+    assert layers.tolist() == [1, 2, 3], (fit.family, fit.oxide_nm, fit.thickness_scale, fit.rungs[:4].round(3))
+
+
+def test_an_empty_rung_between_occupied_ones_costs() -> None:
+    """The same clusters on a ladder with a hole (rungs 1, 3, 4 occupied) cost more than on one without, all
+    else equal: the hole is what the score holds against it."""
+    from flakehunter.plugins.contrast import ladder_search
+
+    step = np.array([0.04, 0.03, -0.05])
+    rungs = np.array([n * step for n in range(1, 7)])
+    x = rungs[[0, 2, 3]]
+    w = np.array([5.0, 5.0, 5.0])
+    holed, _ = ladder_search.score(x, w, rungs[None], 0.004)
+    packed, _ = ladder_search.score(x, w, np.vstack([rungs[[0, 2, 3]], rungs[4:], 7 * step[None]])[None], 0.004)
+    expected = ladder_search.HOLE_COST * ladder_search.saturated_weight(np.array(15.0))
+    assert holed[0] - packed[0] == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_a_setup_whose_monolayer_is_invisible_gets_its_ladder_from_2l_up() -> None:
+    """Foreign setup 1 (WS2 on 182 nm, oxide not stated, gamma 2.1 and JPEG): its monolayer is +2 % and
+    hardly a plateau, while 2L, 3L, 4L are plain. A ladder may leave its first rung empty (at a cost), so
+    they are not taken for 1L-3L, nor is the grey residue taken for a ladder."""
+    clusters = np.array([
+        [0.101, 0.082, 0.123], [0.044, 0.025, -0.046], [0.089, 0.044, -0.06], [0.063, 0.034, -0.051],
+        [0.073, 0.029, -0.063], [0.132, 0.086, 0.125], [0.044, 0.026, -0.055], [0.073, 0.034, -0.05],
+        [0.052, 0.019, -0.047], [0.141, 0.078, -0.042], [0.099, 0.032, 0.081], [0.19, 0.132, 0.154],
+        [0.134, 0.118, 0.145], [0.014, 0.052, 0.12], [0.102, 0.031, 0.106], [0.185, 0.108, 0.006]])
+    weights = np.array([6.6, 6.3, 3.3, 2.9, 2.1, 2.0, 2.0, 2.0, 2.0, 1.6, 1.3, 1.3, 1.0, 1.0, 1.0, 1.0])
+    truth = np.array([[0.044, 0.026, -0.046], [0.065, 0.034, -0.053], [0.089, 0.044, -0.06]])  # 2L, 3L, 4L
+    fit = fit_ladder(clusters, weights, get_registry().material("ws2"), 90.0, floor=0.004)
+    layers, _ = fit.classify(truth)
+    assert layers.tolist() == [2, 3, 4], (fit.family, fit.oxide_nm, fit.rungs[:4].round(3))

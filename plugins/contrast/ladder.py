@@ -29,6 +29,7 @@ from flakehunter.plugins.contrast.ladder_search import (
     FLOOR_SPREAD,
     GAMMAS,
     SCORED_RUNGS,
+    THICKNESS_SCALES,
     TRUNCATE,
     Best,
     anchors,
@@ -67,6 +68,7 @@ class LadderFit:
     cost: float = float("nan")
     note: str = ""
     family: str = ""
+    thickness_scale: float | None = None
 
     @property
     def usable(self) -> bool:
@@ -119,6 +121,8 @@ class LadderFit:
             out["oxide_nm"] = round(float(self.oxide_nm), 1)
         if self.gamma is not None:
             out["gamma"] = self.gamma
+        if self.thickness_scale is not None:
+            out["thickness_scale"] = self.thickness_scale
         if self.gain is not None:
             out["channel_gain"] = [round(float(g), 3) for g in self.gain]
         if self.family:
@@ -140,6 +144,7 @@ class LadderFit:
             "cost": None if math.isnan(self.cost) else float(self.cost),
             "note": self.note,
             "family": self.family,
+            "thickness_scale": self.thickness_scale,
         }
 
     @classmethod
@@ -157,6 +162,7 @@ class LadderFit:
             float("nan") if data.get("cost") is None else float(data["cost"]),
             data.get("note", ""),
             data.get("family", ""),
+            data.get("thickness_scale"),
         )
 
 
@@ -164,32 +170,44 @@ def no_ladder(channels: int, note: str) -> LadderFit:
     return LadderFit("none", np.zeros((0, channels)), np.zeros(0), np.zeros(0), 0.0, note=note)
 
 
-_TABLES: dict[tuple[int, int, int], tuple[Material, np.ndarray, np.ndarray]] = {}
+_TABLES: dict[tuple[int, int, int, float], tuple[Material, np.ndarray, np.ndarray]] = {}
 
 
-def _model_table(material: Material, channels: int, rungs: int) -> tuple[np.ndarray, np.ndarray]:
-    """(oxides (D,), contrasts (D, rungs, channels)) of the thin-film model over the oxide range (cached)."""
-    key = (id(material), channels, rungs)
+def _model_table(material: Material, channels: int, rungs: int, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(oxides (D,), contrasts (D, rungs, channels)) of the thin-film model over the oxide range, each layer's
+    thickness times ``scale`` (cached)."""
+    key = (id(material), channels, rungs, scale)
     if key in _TABLES and _TABLES[key][0] is material:
         return _TABLES[key][1], _TABLES[key][2]
-    from flakehunter.optics import layer_contrast
     from flakehunter.plugins.contrast.layers import MONO_WEIGHTS
 
     oxides = np.arange(OXIDE_RANGE_NM[0], OXIDE_RANGE_NM[1] + 1e-9, OXIDE_STEP_NM)
-    table = np.array([[layer_contrast(material, n, float(d)) for n in range(1, rungs + 1)] for d in oxides])
+    table = np.array([[_layer_model(material, n, float(d), scale) for n in range(1, rungs + 1)] for d in oxides])
     if channels == 1:
         table = (table @ MONO_WEIGHTS)[..., None]
     _TABLES[key] = (material, oxides, table)
     return oxides, table
 
 
-def model_rungs(material: Material, oxide_nm: float, rungs: int, channels: int) -> np.ndarray:
-    """(rungs, channels) thin-film contrasts of 1..rungs layers at one oxide (γ = 1, unit gain)."""
-    from flakehunter.optics import layer_contrast
+def model_rungs(material: Material, oxide_nm: float, rungs: int, channels: int, thickness_scale: float = 1.0
+                ) -> np.ndarray:
+    """(rungs, channels) thin-film contrasts of 1..rungs layers at one oxide (γ = 1, unit gain), each layer's
+    thickness times ``thickness_scale``."""
     from flakehunter.plugins.contrast.layers import MONO_WEIGHTS
 
-    table = np.array([layer_contrast(material, n, round(float(oxide_nm), 2)) for n in range(1, rungs + 1)])
+    table = np.array([_layer_model(material, n, round(float(oxide_nm), 2), thickness_scale)
+                      for n in range(1, rungs + 1)])
     return table if channels == 3 else (table @ MONO_WEIGHTS)[:, None]
+
+
+def _layer_model(material: Material, layers: int, oxide_nm: float, thickness_scale: float) -> np.ndarray:
+    """R, G, B model contrast of ``layers`` layers, their thickness times ``thickness_scale``."""
+    from flakehunter.optics import WAVELENGTHS_NM, layer_contrast, rgb_contrast
+
+    if thickness_scale == 1.0:
+        return layer_contrast(material, layers, oxide_nm)
+    film = (material.index(WAVELENGTHS_NM, layers), thickness_scale * material.thickness_nm(layers))
+    return rgb_contrast([film], oxide_nm)
 
 
 @dataclass
@@ -261,7 +279,9 @@ def fit_ladder(
     if not anchor_list:
         return no_ladder(channels, f"no plateau stands clear of the substrate among {len(points)}")
     oxides, table = _model_table(material, channels, rungs)
-    physics, cost_p, assign_p = search_thin_film(x, w, oxides, table, floor, nominal_oxide_nm, anchor_list)
+    tables = np.stack([_model_table(material, channels, rungs, s)[1] for s in THICKNESS_SCALES])
+    physics, cost_p, assign_p = search_thin_film(x, w, oxides, tables, THICKNESS_SCALES, floor, nominal_oxide_nm,
+                                                  anchor_list)
     first = np.concatenate([tone(table[:, 0, :], g) for g in GAMMAS])
     linear, cost_l, assign_l = search_linear(x, w, rungs, floor, anchor_list, first)
     best = physics if physics.cost <= linear.cost else linear
@@ -281,11 +301,13 @@ def fit_ladder(
     _, full = score(groups.centres, groups.weights, best.rungs[None], floor)
     fit = _finish(points, weights, groups, full[0], best, floor)
     if best.family == "thin-film" and best.gamma is not None:
-        fit.oxide_nm = _refine_oxide(fit, material, channels, best.oxide_nm or nominal_oxide_nm, best.gamma)
+        fit.oxide_nm = _refine_oxide(fit, material, channels, best.oxide_nm or nominal_oxide_nm, best.gamma,
+                                     best.thickness_scale)
     return fit
 
 
-def _refine_oxide(fit: LadderFit, material: Material, channels: int, oxide_nm: float, gamma: float) -> float:
+def _refine_oxide(fit: LadderFit, material: Material, channels: int, oxide_nm: float, gamma: float,
+                  thickness_scale: float = 1.0) -> float:
     """The oxide (to 0.5 nm, within 8 nm of the search's) whose model rungs, scaled by one common factor,
     pass closest to the supported rungs: the search's per-channel gains can trade a few nm of oxide for a
     few % of colour, the common factor alone cannot."""
@@ -297,7 +319,8 @@ def _refine_oxide(fit: LadderFit, material: Material, channels: int, oxide_nm: f
     best, best_cost = oxide_nm, np.inf
     for oxide in np.arange(max(OXIDE_RANGE_NM[0], oxide_nm - 8.0), min(OXIDE_RANGE_NM[1], oxide_nm + 8.0) + 1e-9,
                            0.5):
-        m = tone(model_rungs(material, float(oxide), int(supported.max()) + 1, channels), gamma)[supported]
+        m = tone(model_rungs(material, float(oxide), int(supported.max()) + 1, channels, thickness_scale),
+                 gamma)[supported]
         scale = float(np.sum(weight * data * m) / max(np.sum(weight * m * m), 1e-12))
         cost = float(np.sum(weight * (data - scale * m) ** 2))
         if cost < best_cost:
@@ -330,7 +353,8 @@ def _finish(
             spread[n] = float(np.clip(measured, 0.7 * spread[n], 1.5 * spread[n]))
     note = "" if best.family == "thin-film" else "linear ladder: the thin-film model did not fit this setup"
     return LadderFit("self-calibrated", rungs, spread, support, best.confidence, best.oxide_nm, best.gamma,
-                     best.gain, best.cost, note, best.family)
+                     best.gain, best.cost, note, best.family,
+                     best.thickness_scale if best.family == "thin-film" else None)
 
 
 def pinned_ladder(method: str, rungs: np.ndarray, spread: np.ndarray, note: str = "",

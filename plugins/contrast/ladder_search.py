@@ -3,8 +3,9 @@
 Two families of ladders are tried, each anchored by putting one of the heavier (or fainter) plateau
 clusters on rung 1, 2 or 3:
 
-* **thin-film**: rung_n = g ⊙ τ_γ(μ_n(d)). μ_n(d) is the model contrast of n layers on oxide d (every
-  oxide 50–320 nm), τ_γ(c) = (1 + c)^(1/γ) − 1 a camera tone curve (γ = 1, 1.6, 2.2), g a per-channel gain
+* **thin-film**: rung_n = g ⊙ τ_γ(μ_n(d, s)). μ_n(d, s) is the model contrast of n layers on oxide d (every
+  oxide 50–320 nm), each layer's thickness scaled by s (index data bend the ladder as a thicker or thinner
+  layer would), τ_γ(c) = (1 + c)^(1/γ) − 1 a camera tone curve (γ = 1, 1.6, 2.2), g a per-channel gain
   (spectral response, index data) with a log-normal prior around a common factor, in hard bounds. The
   gains are refined by a few EM steps. This family knows the colour direction and the bend of the ladder.
 * **linear**: rung_n = n·a + n(n−1)/2·b, a free first step a and a small bend b (prior |b| ≲ 0.25 |a|).
@@ -15,10 +16,10 @@ clusters on rung 1, 2 or 3:
 A ladder is scored (in nats; lower is better) by the clusters it puts on its first `SCORED_RUNGS` rungs:
 each rung earns from the clusters on it, by how well they fit, *saturating per rung*, so a ladder is
 believed for the distinct layer counts it explains, not for one colour seen many times (thick-flake
-fragments, a crowd of specks). Empty rungs below the lowest occupied one cost (a ladder has no gaps at
-its foot: a lone cluster is rather 1L than 3L), and so do clusters lying on the ladder's line between its
-rungs (a ladder is quantised; thick flakes beyond its top are no evidence against it), and a first rung
-lost in the noise. Rungs that cannot be told apart make no ladder (`resolved`): they would earn twice from
+fragments, a crowd of specks). Empty rungs below the lowest occupied one cost (a lone cluster is rather 1L
+than 3L), so do empty rungs between occupied ones, and clusters lying on the ladder's line between its
+rungs (a ladder is quantised; thick flakes beyond its top are no evidence against it); a first rung lost in
+the noise makes no ladder. Rungs that cannot be told apart make no ladder (`resolved`): they would earn twice from
 one shade of residue.
 """
 
@@ -31,6 +32,11 @@ import numpy as np
 
 #: Camera tone curves tried: linear, a mild curve, sRGB-like.
 GAMMAS = (1.0, 1.6, 2.2)
+#: Scales on each layer's optical thickness tried: index data disagree by 20-30 % for TMDs, which bends the
+#: ladder differently from the model's (its 2L, 3L fall where the model puts 3L, 4L); and the prior width
+#: of the scale (natural log).
+THICKNESS_SCALES = (0.7, 0.85, 1.0, 1.2, 1.4)
+SIGMA_LOG_SCALE = 0.2
 #: Prior widths (natural log): the common gain, and each channel's deviation from it.
 SIGMA_LOG_GAIN = 0.5
 SIGMA_LOG_CHANNEL = 0.25
@@ -45,13 +51,15 @@ FLOOR_SPREAD = 0.004
 TRUNCATE = 3.0
 #: A rung's support counts fully up to about this much weight (see `saturated_weight`).
 SATURATION = 4.0
-#: Cost per empty rung below the lowest occupied one, per unit of (saturated) supporting weight.
+#: Cost per empty rung below the lowest occupied one, per unit of (saturated) supporting weight. A ladder may
+#: start at 2L (a monolayer of +2 % through a gamma camera and JPEG is hardly a plateau), but a lone cluster
+#: is rather 1L than 3L.
 GAP_COST = 1.0
+#: Cost per empty rung between the lowest and the highest occupied one (a hole in the ladder: 1L and 3L
+#: flakes but no bilayer), per unit of (saturated) supporting weight.
+HOLE_COST = 2.0
 #: Rungs whose support counts when choosing a ladder (thicker plateaus neither help nor hurt it).
 SCORED_RUNGS = 4
-#: Only ladders whose first rung is occupied are considered: the faintest real rung is 1L. (A run that holds
-#: 2L and 3L flakes but no monolayer at all then calls them 1L and 2L; a run hunting monolayers rarely does.)
-REQUIRE_FIRST_RUNG = True
 #: A rung counts as occupied with at least this weight and this share of the best-supported rung's.
 MIN_OCCUPIED = 0.3
 OCCUPIED_SHARE = 0.15
@@ -65,10 +73,13 @@ MIN_FIRST_RUNG = 1.5
 #: Consecutive scored rungs must lie this many rung spreads apart: two rungs that cannot be told apart would
 #: earn twice from one patch of colour (a shade of residue counted as two layer counts).
 RESOLVE = 1.5
-#: Search: oxide grid coarse steps (of the table's step), coarse hypotheses refined, EM steps.
+#: Search: oxide grid coarse steps (of the table's step), coarse hypotheses refined, EM steps on the gains of
+#: a refined hypothesis and of a coarse one (one step ranks the coarse grid as well as four, at a quarter of
+#: the cost).
 COARSE_STEPS = 3
-REFINE = 6
+REFINE = 12
 EM_STEPS = 4
+COARSE_EM_STEPS = 1
 #: A thin-film fit with the nominal oxide within this distance costs nothing; further away this many nats.
 NOMINAL_WINDOW_NM = 20.0
 OFF_NOMINAL_COST = 1.0
@@ -88,6 +99,7 @@ class Best:
     gamma: float | None = None
     gain: np.ndarray | None = None
     confidence: float = 0.0
+    thickness_scale: float = 1.0
 
 
 def rung_spread(rungs: np.ndarray, floor: float = FLOOR_SPREAD) -> np.ndarray:
@@ -107,48 +119,60 @@ def saturated_weight(w: np.ndarray) -> np.ndarray:
 
 def score(x: np.ndarray, w: np.ndarray, rungs: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
     """Cost (H,) in nats of ladders ``rungs`` (H, K, C) for clusters ``x`` (J, C) of weights ``w`` (J,), and
-    the rung of each cluster (H, J; −1 where it is on none). Priors are the caller's."""
-    h, k = rungs.shape[:2]
+    the rung of each cluster (H, J; −1 where it is on none). Priors are the caller's.
+
+    Squared distances are expanded (|x|² − 2 x·r + |r|², products as matrix products) rather than formed from
+    (H, J, K, C) differences: the search scores thousands of hypotheses at once."""
+    k = rungs.shape[1]
     sigma = rung_spread(rungs, floor)  # (H, K)
-    diff = x[None, :, None, :] - rungs[:, None, :, :]  # (H, J, K, C)
-    d2 = np.einsum("hjkc,hjkc->hjk", diff, diff) / sigma[:, None, :] ** 2
+    xx = np.einsum("jc,jc->j", x, x)
+    xt = x.T
+    d2 = _squared(xx[None, :, None], np.swapaxes(rungs @ xt, 1, 2), np.einsum("hkc,hkc->hk", rungs, rungs)[:, None, :])
+    d2 /= sigma[:, None, :] ** 2  # (H, J, K)
     nearest = np.argmin(d2, axis=2)  # (H, J)
     best_d2 = np.take_along_axis(d2, nearest[..., None], axis=2)[..., 0]
-    inlier = best_d2 < TRUNCATE**2
+    # A cluster within the noise of the substrate is evidence for no rung, however faint the ladder.
+    inlier = (best_d2 < TRUNCATE**2) & (xx >= (MIN_FIRST_RUNG * floor) ** 2)[None, :]
     assign = np.where(inlier, nearest, -1)
     scored = min(SCORED_RUNGS, k)
-    quality = np.where(inlier & (nearest < scored), w[None, :] * (1.0 - best_d2 / TRUNCATE**2), 0.0)
-    per_rung = np.zeros((h, scored))
-    np.add.at(per_rung, (np.repeat(np.arange(h), x.shape[0]), np.minimum(nearest, scored - 1).ravel()),
-              quality.ravel())
+    on_rung = inlier & (nearest < scored)
+    quality = np.where(on_rung, w[None, :] * (1.0 - best_d2 / TRUNCATE**2), 0.0)
+    per_rung = np.stack([np.sum(np.where(nearest == n, quality, 0.0), axis=1) for n in range(scored)], axis=1)
     fit = -0.5 * TRUNCATE**2 * np.sum(saturated_weight(per_rung), axis=1)
     # A rung is occupied when it holds a fair share of the ladder's support (a stray speck does not count).
     occupied = per_rung >= np.maximum(MIN_OCCUPIED, OCCUPIED_SHARE * per_rung.max(axis=1, keepdims=True))
-    lowest = np.where(occupied.any(axis=1), np.argmax(occupied, axis=1), scored)
-    gaps = lowest * saturated_weight(per_rung.sum(axis=1)) * GAP_COST
-    if REQUIRE_FIRST_RUNG:
-        gaps = np.where(lowest == 0, gaps, np.inf)
+    anything = occupied.any(axis=1)
+    lowest = np.where(anything, np.argmax(occupied, axis=1), scored)
+    top = np.where(anything, scored - 1 - np.argmax(occupied[:, ::-1], axis=1), 0)  # (H,)
+    # Empty rungs below the lowest occupied one, and holes between occupied ones (1L and 3L flakes but not
+    # one bilayer: rather a ladder whose rungs lie closer, or bend otherwise). A rung with a flake or two on it
+    # is no hole, however many the other rungs hold.
+    rung_index = np.arange(scored)[None, :]
+    empty = per_rung < MIN_OCCUPIED
+    holes = np.sum(empty & (rung_index > lowest[:, None]) & (rung_index < top[:, None]), axis=1)
+    gaps = (lowest * GAP_COST + holes * HOLE_COST) * saturated_weight(per_rung.sum(axis=1))
     # Clusters off every rung yet on the ladder's line between its first and its highest occupied rung: a
     # ladder is quantised, nothing sits between its rungs (what lies beyond its top, thick flakes, is no
-    # evidence against it).
-    top = np.where(occupied.any(axis=1), scored - 1 - np.argmax(occupied[:, ::-1], axis=1), 0)  # (H,)
-    a, b = rungs[:, : scored - 1, :], rungs[:, 1:scored, :]  # segments rung k -> k + 1, (H, S, C)
-    ab = b - a
-    rel = x[None, :, None, :] - a[:, None, :, :]  # (H, J, S, C)
-    t = np.clip(np.einsum("hjsc,hsc->hjs", rel, ab) / np.maximum(np.einsum("hsc,hsc->hs", ab, ab), 1e-12)[:, None, :],
-                0.0, 1.0)
-    gap = rel - t[..., None] * ab[:, None, :, :]
-    line_d2 = np.einsum("hjsc,hjsc->hjs", gap, gap) / rung_spread(a, floor)[:, None, :] ** 2
-    below_top = np.arange(scored - 1)[None, None, :] < top[:, None, None]
-    between = np.any((line_d2 < TRUNCATE**2) & below_top, axis=2)  # (H, J)
-    on_rung = inlier & (nearest < scored)
+    # evidence against it). Segments rung s -> s + 1 (H, S, C); everything below is (H, S, J).
+    a = rungs[:, : scored - 1, :]
+    ab = rungs[:, 1:scored, :] - a
+    x_ab = ab @ xt
+    a_ab = np.einsum("hsc,hsc->hs", a, ab)[..., None]
+    ab2 = np.einsum("hsc,hsc->hs", ab, ab)[..., None]
+    rel_ab = x_ab - a_ab
+    t = np.clip(rel_ab / np.maximum(ab2, 1e-12), 0.0, 1.0)
+    rel2 = _squared(xx[None, None, :], a @ xt, np.einsum("hsc,hsc->hs", a, a)[..., None])
+    line_d2 = np.maximum(rel2 - 2.0 * t * rel_ab + t * t * ab2, 0.0) / rung_spread(a, floor)[..., None] ** 2
+    below_top = np.arange(scored - 1)[None, :, None] < top[:, None, None]
+    between = np.any((line_d2 < TRUNCATE**2) & below_top, axis=1)  # (H, J)
     stray = between & ~on_rung
     # A cluster on the line from the substrate to the first rung, around its middle: the ladder's true first
     # step is probably half of this one (2L taken for 1L). Specks near the substrate do not count.
     first = rungs[:, 0, :]  # (H, C)
-    t0 = np.einsum("jc,hc->hj", x, first) / np.maximum(np.einsum("hc,hc->h", first, first), 1e-12)[:, None]
-    off0 = x[None, :, :] - t0[..., None] * first[:, None, :]
-    d0 = np.einsum("hjc,hjc->hj", off0, off0) / rung_spread(first, floor)[:, None] ** 2
+    first2 = np.einsum("hc,hc->h", first, first)[:, None]
+    x_first = first @ xt  # (H, J)
+    t0 = x_first / np.maximum(first2, 1e-12)
+    d0 = np.maximum(xx[None, :] - 2.0 * t0 * x_first + t0 * t0 * first2, 0.0) / rung_spread(first, floor)[:, None] ** 2
     below = (t0 >= 0.4) & (t0 <= 0.62) & (d0 < TRUNCATE**2) & ~on_rung
     sw = saturated_weight(w)[None, :]
     unexplained = 0.5 * TRUNCATE**2 * (INSIDE_COST * np.sum(stray * sw, axis=1)
@@ -156,6 +180,11 @@ def score(x: np.ndarray, w: np.ndarray, rungs: np.ndarray, floor: float) -> tupl
     lost = np.linalg.norm(rungs[:, 0, :], axis=1) < MIN_FIRST_RUNG * floor
     lost |= ~resolved(rungs[:, :scored, :], sigma[:, :scored])
     return np.where(lost, np.inf, fit + gaps + unexplained), assign
+
+
+def _squared(uu: np.ndarray, uv: np.ndarray, vv: np.ndarray) -> np.ndarray:
+    """|u − v|² from |u|², u·v and |v|² (broadcast), never below zero."""
+    return np.maximum(uu - 2.0 * uv + vv, 0.0)
 
 
 def resolved(rungs: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -174,37 +203,46 @@ def anchors(x: np.ndarray, w: np.ndarray, floor: float, heavy: int = 8, faint: i
 
 # -- the thin-film family ------------------------------------------------------------------------------
 def search_thin_film(
-    x: np.ndarray, w: np.ndarray, oxides: np.ndarray, table: np.ndarray, floor: float, nominal_oxide_nm: float,
-    anchor_list: list[int],
+    x: np.ndarray, w: np.ndarray, oxides: np.ndarray, tables: np.ndarray, scales: tuple[float, ...], floor: float,
+    nominal_oxide_nm: float, anchor_list: list[int],
 ) -> tuple[Best, np.ndarray, np.ndarray]:
-    """Best thin-film ladder; also every hypothesis's cost and its rung for the heaviest cluster."""
+    """Best thin-film ladder; also every hypothesis's cost and its rung for the heaviest cluster.
+
+    ``tables`` (S, D, K, C): the model's contrasts over the oxides with each layer's thickness times each of
+    ``scales``."""
     gammas = np.array(GAMMAS)
-    model = np.stack([tone(table, g) for g in gammas], axis=1)  # (D, G, K, C)
+    scales_arr = np.array(scales)
+    # Variants: every (thickness scale, tone curve); the model (D, V, K, C) and each variant's prior cost.
+    model = np.stack([tone(tables[si], g) for si in range(len(scales_arr)) for g in gammas], axis=1)
+    variant_cost = np.repeat(0.5 * (np.log(scales_arr) / SIGMA_LOG_SCALE) ** 2, len(gammas))
     coarse = np.arange(0, len(oxides), COARSE_STEPS)
-    h = np.array([(di, gi, a, n) for a in anchor_list for n in range(min(3, table.shape[1]))
-                  for gi in range(len(gammas)) for di in coarse])
-    cost, gain, assign = _physics(h, x, w, model, oxides, floor, nominal_oxide_nm)
+    h = np.array([(di, vi, a, n) for a in anchor_list for n in range(min(3, tables.shape[2]))
+                  for vi in range(model.shape[1]) for di in coarse])
+    cost, gain, assign = _physics(h, x, w, model, oxides, floor, nominal_oxide_nm, COARSE_EM_STEPS)
+    cost = cost + variant_cost[h[:, 1]]
     best_few = np.argsort(cost, kind="stable")[:REFINE]
     fine = sorted({(di, int(h[b, 1]), int(h[b, 2]), int(h[b, 3])) for b in best_few
                    for di in range(max(0, int(h[b, 0]) - COARSE_STEPS + 1),
                                    min(len(oxides), int(h[b, 0]) + COARSE_STEPS))})
     h2 = np.array(fine)
     cost2, gain2, assign2 = _physics(h2, x, w, model, oxides, floor, nominal_oxide_nm)
+    cost2 = cost2 + variant_cost[h2[:, 1]]
     h, cost = np.vstack([h, h2]), np.r_[cost, cost2]
     gain, assign = np.vstack([gain, gain2]), np.vstack([assign, assign2])
     b = int(np.argmin(cost))
     rungs = gain[b][None, :] * model[h[b, 0], h[b, 1]]
-    best = Best(rungs, float(cost[b]), "thin-film", float(oxides[h[b, 0]]), float(gammas[h[b, 1]]), gain[b])
+    best = Best(rungs, float(cost[b]), "thin-film", float(oxides[h[b, 0]]), float(gammas[h[b, 1] % len(gammas)]),
+                gain[b], thickness_scale=float(scales_arr[h[b, 1] // len(gammas)]))
     return best, cost, assign
 
 
 def _physics(
     h: np.ndarray, x: np.ndarray, w: np.ndarray, model: np.ndarray, oxides: np.ndarray, floor: float,
-    nominal_oxide_nm: float,
+    nominal_oxide_nm: float, em_steps: int = EM_STEPS,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     m = model[h[:, 0], h[:, 1]]  # (H, K, C)
     gain = _initial_gain(x[h[:, 2]], m[np.arange(len(h)), h[:, 3]])
-    for _ in range(EM_STEPS):
+    for _ in range(em_steps):
         _, assign = score(x, w, gain[:, None, :] * m, floor)
         gain = _update_gain(x, w, m, gain, assign, floor)
     cost, assign = score(x, w, gain[:, None, :] * m, floor)
