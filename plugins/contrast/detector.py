@@ -52,10 +52,10 @@ from flakehunter.plugins.contrast.plateaus import (
     RejectRules,
     find_plateaus,
     reject_reason,
-    saturation_mask,
     touching_groups,
 )
 from flakehunter.plugins.contrast.profile import MaterialProfile, load_profile
+from flakehunter.plugins.contrast.saturation import saturation_mask
 from flakehunter.plugins.contrast.setups import Setup, SetupBook
 from flakehunter.tiles import ImageMeta
 
