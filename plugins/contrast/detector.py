@@ -504,8 +504,11 @@ class _Prepared:
 def _contrast(image: np.ndarray, surface: np.ndarray) -> np.ndarray:
     """C = I / background − 1 (float32, rows x cols x channels) from the background's block grid."""
     background = expand(surface, image.shape[:2])
-    np.maximum(background, 1e-3, out=background)
-    contrast = np.divide(image.astype(np.float32), background, out=background)  # in place: tiles are large
+    # Linear interpolation stays within the grid's range: with the grid clear of the floor, every pixel is.
+    if not surface.min() >= 2e-3:
+        np.maximum(background, 1e-3, out=background)
+    # In place, the pixels converted to float32 as they are divided: tiles are large.
+    contrast = np.divide(image, background, out=background, dtype=np.float32)
     contrast -= 1.0
     return contrast
 
