@@ -30,9 +30,30 @@ REMEMBERED_FITS = 32
 def block_means(image: np.ndarray, block_px: int = BLOCK_PX) -> np.ndarray:
     """(rows/b, cols/b, channels) means of non-overlapping blocks, as float32."""
     rows, cols = image.shape[:2]
+    if _whole_integer_blocks(image, block_px):
+        return _integer_block_means(image, block_px)
     size = (max(cols // block_px, 1), max(rows // block_px, 1))
     out = cv2.resize(image.astype(np.float32, copy=False), size, interpolation=cv2.INTER_AREA)
     return out.reshape(size[1], size[0], -1)
+
+
+def _whole_integer_blocks(image: np.ndarray, block_px: int) -> bool:
+    """Whether ``image`` is 8- or 16-bit with sides of whole blocks, and a block's sum stays below 2^24 (exact
+    in float32, in any order of addition)."""
+    rows, cols = image.shape[:2]
+    return (image.dtype in (np.uint8, np.uint16) and rows >= block_px and cols >= block_px
+            and rows % block_px == 0 and cols % block_px == 0
+            and int(np.iinfo(image.dtype).max) * block_px**2 < 2**24)
+
+
+def _integer_block_means(image: np.ndarray, block_px: int) -> np.ndarray:
+    """`block_means` from integer sums: the same float32 values as OpenCV's area resize (every partial sum is
+    exact), in half the time, without a float copy of the image."""
+    rows, cols = image.shape[:2]
+    row_sums = image.reshape(rows // block_px, block_px, -1).sum(axis=1, dtype=np.uint32)  # (R, cols * channels)
+    sums = row_sums.reshape(rows // block_px, cols // block_px, block_px, -1).sum(axis=2)  # (R, C, channels)
+    means: np.ndarray = sums.astype(np.float32) * np.float32(1.0 / block_px**2)
+    return means
 
 
 def _basis(n: int, degree: int) -> np.ndarray:
