@@ -274,8 +274,17 @@ def rgb_contrast(films: Sequence[Film], oxide_nm: float, camera: CameraResponse 
     """
     wavelength_nm = camera.wavelengths_nm
     stack = camera.rgb(stack_reflectance(films, oxide_nm, wavelength_nm))
-    contrast: np.ndarray = stack / substrate_rgb(oxide_nm, camera) - 1.0
+    contrast: np.ndarray = stack / _substrate_rgb_cached(oxide_nm, camera) - 1.0
     return contrast
+
+
+# The same substrate under every layer count of a contrast table: computed once per oxide (and camera, by
+# identity), half of the work of a table of contrasts.
+@functools.lru_cache(maxsize=4096)
+def _substrate_rgb_cached(oxide_nm: float, camera: CameraResponse) -> np.ndarray:
+    rgb = substrate_rgb(oxide_nm, camera)
+    rgb.flags.writeable = False
+    return rgb
 
 
 def substrate_rgb(oxide_nm: float, camera: CameraResponse = DEFAULT_CAMERA) -> np.ndarray:

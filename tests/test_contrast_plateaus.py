@@ -141,7 +141,7 @@ def test_scratches_residue_and_specks_are_rejected_by_shape_and_texture() -> Non
 
 def test_a_clipped_flake_is_not_measured() -> None:
     """A flake bright enough to clip the camera says nothing about its thickness."""
-    from flakehunter.plugins.contrast.plateaus import saturation_mask
+    from flakehunter.plugins.contrast.saturation import saturation_mask
 
     bright = Painted(polygon((200, 300), 40), (1.2, 1.0, 0.9))
     image = render_flakes((400, 600), [bright], seed=4)

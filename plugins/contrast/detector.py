@@ -39,6 +39,7 @@ from flakehunter.analysis.detector import Detection, DetectionContext
 from flakehunter.errors import InputError
 from flakehunter.plugins.contrast.axis import AxisEstimate, region_orientation
 from flakehunter.plugins.contrast.background import block_means, expand
+from flakehunter.plugins.contrast.blas import one_blas_thread
 from flakehunter.plugins.contrast.blur import corrected, edge_blur_px
 from flakehunter.plugins.contrast.focus import image_sharpness
 from flakehunter.plugins.contrast.ladder import LadderFit, model_rungs, no_ladder, pinned_ladder
@@ -51,10 +52,10 @@ from flakehunter.plugins.contrast.plateaus import (
     RejectRules,
     find_plateaus,
     reject_reason,
-    saturation_mask,
     touching_groups,
 )
 from flakehunter.plugins.contrast.profile import MaterialProfile, load_profile
+from flakehunter.plugins.contrast.saturation import saturation_mask
 from flakehunter.plugins.contrast.setups import Setup, SetupBook
 from flakehunter.tiles import ImageMeta
 
@@ -151,6 +152,10 @@ class ContrastDetector:
         The flat fields learn from the samples while they are examined and are then put back, so the images
         are analysed afterwards exactly as if calibration had not looked at them.
         """
+        with one_blas_thread():
+            return self._calibrate(samples)
+
+    def _calibrate(self, samples: Iterable[tuple[np.ndarray, ImageMeta]]) -> dict[str, Any]:
         saved: dict[int, dict[str, Any]] = {}
         self._examined.clear()
         ahead: deque[_Prepared] = deque()  # images whose plateaus are being segmented on other threads
@@ -328,8 +333,9 @@ class ContrastDetector:
     def detect_batch(self, images: Sequence[np.ndarray], metas: Sequence[ImageMeta],
                      detections: Sequence[list[Detection]]) -> list[list[Detection]]:
         """`detect` for each image in order; their plateaus are segmented on ``batch_size`` threads at once."""
-        jobs = [self._submit(image, meta) for image, meta in zip(images, metas, strict=True)]
-        return [self._detect_prepared(job, found) for job, found in zip(jobs, detections, strict=True)]
+        with one_blas_thread():
+            jobs = [self._submit(image, meta) for image, meta in zip(images, metas, strict=True)]
+            return [self._detect_prepared(job, found) for job, found in zip(jobs, detections, strict=True)]
 
     def _detect_prepared(self, job: _Prepared, detections: list[Detection]) -> list[Detection]:
         image, meta, index, setup = job.image, job.meta, job.index, job.setup
@@ -498,8 +504,11 @@ class _Prepared:
 def _contrast(image: np.ndarray, surface: np.ndarray) -> np.ndarray:
     """C = I / background − 1 (float32, rows x cols x channels) from the background's block grid."""
     background = expand(surface, image.shape[:2])
-    np.maximum(background, 1e-3, out=background)
-    contrast = np.divide(image.astype(np.float32), background, out=background)  # in place: tiles are large
+    # Linear interpolation stays within the grid's range: with the grid clear of the floor, every pixel is.
+    if not surface.min() >= 2e-3:
+        np.maximum(background, 1e-3, out=background)
+    # In place, the pixels converted to float32 as they are divided: tiles are large.
+    contrast = np.divide(image, background, out=background, dtype=np.float32)
     contrast -= 1.0
     return contrast
 

@@ -118,30 +118,6 @@ def robust_noise(values: np.ndarray, start: float = 0.08, rounds: int = 3) -> np
     return np.maximum(np.asarray(sigma, np.float32), MIN_NOISE)
 
 
-def saturation_mask(image: np.ndarray) -> np.ndarray | None:
-    """Pixels clipped in any channel: at the camera's full scale, or at black (None when nothing is clipped).
-
-    The full scale is the largest value present when enough pixels sit exactly on it (a clipped flake),
-    which also finds the 4095 of 12-bit data stored in 16-bit words; black is the smallest value present,
-    when it is within 3 % of the full scale from zero (a channel crushed to black by a thick flake).
-    """
-    top, bottom = int(image.max()), int(image.min())
-    if top <= 0:
-        return None
-    planes = cv2.split(image) if image.ndim == 3 else [image]
-    enough = max(20, image.shape[0] * image.shape[1] // 20000)
-    clipped = None
-    for level, cmp in ((top, cv2.CMP_GE), (bottom, cv2.CMP_LE)):
-        if cmp == cv2.CMP_LE and bottom > 0.03 * top:
-            continue
-        mask = cv2.compare(planes[0], level, cmp)
-        for plane in planes[1:]:
-            mask = cv2.bitwise_or(mask, cv2.compare(plane, level, cmp))
-        if cv2.countNonZero(mask) >= enough:
-            clipped = mask if clipped is None else cv2.bitwise_or(clipped, mask)
-    return None if clipped is None else clipped > 0
-
-
 def find_plateaus(
     contrast: np.ndarray, params: PlateauParams = PlateauParams(), *, min_area_px: float = 12.0,
     saturated: np.ndarray | None = None, max_contrast: float | None = None, witnesses: int = 8,
