@@ -3,6 +3,7 @@
     python benchmarks/foreign_setups.py [--setups 20] [--seed 0] [--tiles 9] [--shape 1392x2048]
                                         [--detectors contrast] [--control] [--out DIR] [--json FILE]
     python benchmarks/foreign_setups.py --compare "contrast;contrast,cnn-thickness,cnn-axis" [--clutter]
+    python benchmarks/foreign_setups.py --oxide stated|unstated    (every setup told its oxide, or none)
 
 For each setup (hardware/simulator/setup.py, drawn from --seed) a small chip is rendered through that
 setup's imaging chain (hardware/simulator/imaging.py) and written in its file format (OME-TIFF with
@@ -52,12 +53,23 @@ def monolayer_contrast(setup: Any) -> float:
     return float(c[int(np.argmax(np.abs(c)))])
 
 
-def detect_command(folder: Path, run: Path, setup: Any, detectors: list[str]) -> list[str]:
+def told_oxide_nm(setup: Any, oxide: str) -> float | None:
+    """The oxide the user states: as the setup was drawn (±15 nm off, or none), always (the drawn value, or the
+    true one to the nearest 5 nm where none was drawn), or never."""
+    if oxide == "unstated":
+        return None
+    if oxide == "stated" and setup.stated_oxide_nm is None:
+        return 5.0 * round(setup.oxide_nm / 5.0)
+    return None if setup.stated_oxide_nm is None else float(setup.stated_oxide_nm)
+
+
+def detect_command(folder: Path, run: Path, setup: Any, detectors: list[str], oxide: str = "as-drawn") -> list[str]:
     """The command line a user of this setup would type."""
     cmd = [*FLAKEHUNTER, "detect", str(folder), "--material", setup.material,
            "--pixel-size-um", f"{setup.pixel_size_um:g}", "--out", str(run)]
-    if setup.stated_oxide_nm is not None:
-        cmd += ["--oxide-nm", f"{setup.stated_oxide_nm:g}"]
+    told = told_oxide_nm(setup, oxide)
+    if told is not None:
+        cmd += ["--oxide-nm", f"{told:g}"]
     for name in detectors:
         cmd += ["--detector", name]
     return cmd
@@ -97,7 +109,7 @@ def run_setup(index: int | str, setup: Any, args: argparse.Namespace, work: Path
     folder, truth, render_s = rendered or render_setup(index, setup, args, work)
     run = work / f"setup{index}" / run_name
     detectors = args.detectors if detectors is None else detectors
-    cmd = detect_command(folder, run, setup, detectors)
+    cmd = detect_command(folder, run, setup, detectors, getattr(args, "oxide", "as-drawn"))
     t0 = time.perf_counter()
     env = dict(os.environ)
     if args.python_path:  # run another checkout's detector (its folder first on the import path)
@@ -219,6 +231,8 @@ def main() -> None:
                         help="CHAIN;CHAIN (each NAME[,NAME]): score several detector chains on the same images")
     parser.add_argument("--clutter", action="store_true",
                         help="cluttered chips: 4x residue, 3x dust and thick debris, 3 scratches, 70 %% terraces")
+    parser.add_argument("--oxide", choices=("as-drawn", "stated", "unstated"), default="as-drawn",
+                        help="the oxide told to detect: as each setup was drawn, always, or never (compare two runs)")
     parser.add_argument("--min-area-um2", type=float, default=50.0)
     parser.add_argument("--min-area-px", type=float, default=40.0, help="also at least this many pixels")
     parser.add_argument("--control", action="store_true",

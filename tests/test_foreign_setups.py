@@ -297,3 +297,21 @@ def test_scoring_is_perfect_on_the_truth_and_drops_when_candidates_go_wrong(smal
 
     turned = [Candidate(**{**vars(c), "orientation_deg": (c.orientation_deg or 0) + 5}) for c in candidates]
     assert score(turned, truth, p, symmetry_deg=60.0)["orientation_rms_deg"] == pytest.approx(5.0)
+
+
+def test_the_benchmark_can_tell_every_setup_its_oxide_or_none():
+    """`--oxide stated|unstated` changes only what the user states: the drawn value where there is one, the
+    true oxide to 5 nm where there is none, or nothing at all."""
+    from foreign_setups import detect_command
+
+    setups = [draw_setup(i) for i in range(20)]
+    drawn = next(s for s in setups if s.stated_oxide_nm is not None)
+    silent = next(s for s in setups if s.stated_oxide_nm is None)
+
+    def told(setup: ForeignSetup, oxide: str) -> float | None:
+        cmd = detect_command(Path("images"), Path("run"), setup, [], oxide)
+        return float(cmd[cmd.index("--oxide-nm") + 1]) if "--oxide-nm" in cmd else None
+
+    assert told(drawn, "as-drawn") == told(drawn, "stated") == pytest.approx(drawn.stated_oxide_nm)
+    assert told(silent, "as-drawn") is None and told(drawn, "unstated") is None
+    assert told(silent, "stated") == 5.0 * round(silent.oxide_nm / 5.0)
