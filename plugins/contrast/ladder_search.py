@@ -36,7 +36,7 @@ GAMMAS = (1.0, 1.6, 2.2)
 #: ladder differently from the model's (its 2L, 3L fall where the model puts 3L, 4L); and the prior width
 #: of the scale (natural log).
 THICKNESS_SCALES = (0.7, 0.85, 1.0, 1.2, 1.4)
-SIGMA_LOG_SCALE = 0.2
+SIGMA_LOG_SCALE = 0.1
 #: Prior widths (natural log): the common gain, and each channel's deviation from it.
 SIGMA_LOG_GAIN = 0.5
 SIGMA_LOG_CHANNEL = 0.25
