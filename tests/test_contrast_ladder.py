@@ -287,6 +287,7 @@ def test_an_empty_rung_between_occupied_ones_costs() -> None:
     holed, _ = ladder_search.score(x, w, rungs[None], 0.004)
     packed, _ = ladder_search.score(x, w, np.vstack([rungs[[0, 2, 3]], rungs[4:], 7 * step[None]])[None], 0.004)
     expected = ladder_search.HOLE_COST * ladder_search.saturated_weight(np.array(15.0))
+    assert holed[0] > packed[0]
     assert holed[0] - packed[0] == pytest.approx(float(expected), rel=1e-6)
 
 

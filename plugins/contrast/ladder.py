@@ -202,12 +202,11 @@ def model_rungs(material: Material, oxide_nm: float, rungs: int, channels: int, 
 
 def _layer_model(material: Material, layers: int, oxide_nm: float, thickness_scale: float) -> np.ndarray:
     """R, G, B model contrast of ``layers`` layers, their thickness times ``thickness_scale``."""
-    from flakehunter.optics import WAVELENGTHS_NM, layer_contrast, rgb_contrast
+    from flakehunter.optics import layer_contrast, material_films, rgb_contrast
 
     if thickness_scale == 1.0:
         return layer_contrast(material, layers, oxide_nm)
-    film = (material.index(WAVELENGTHS_NM, layers), thickness_scale * material.thickness_nm(layers))
-    return rgb_contrast([film], oxide_nm)
+    return rgb_contrast([(index, thickness_scale * nm) for index, nm in material_films(material, layers)], oxide_nm)
 
 
 @dataclass
