@@ -154,12 +154,12 @@ def reflectance(
 
 
 def stack_reflectance(
-    films: Sequence[Film], oxide_nm: float, wavelength_nm: npt.ArrayLike = WAVELENGTHS_NM
+    films: Sequence[Film], oxide_nm: float | np.ndarray, wavelength_nm: npt.ArrayLike = WAVELENGTHS_NM
 ) -> np.ndarray:
     """Reflectance spectrum of ``films`` (top to bottom) on SiO2(``oxide_nm``)/Si.
 
     Each film is (complex index over ``wavelength_nm``, thickness in nm). No films gives the bare
-    substrate.
+    substrate. An array of oxides of shape (D, 1) gives one spectrum per oxide, (D, wavelengths).
     """
     wavelength_nm = np.asarray(wavelength_nm, dtype=float)
     indices = [index for index, _ in films] + [silica_index(wavelength_nm)]
@@ -275,6 +275,18 @@ def rgb_contrast(films: Sequence[Film], oxide_nm: float, camera: CameraResponse 
     wavelength_nm = camera.wavelengths_nm
     stack = camera.rgb(stack_reflectance(films, oxide_nm, wavelength_nm))
     contrast: np.ndarray = stack / _substrate_rgb_cached(oxide_nm, camera) - 1.0
+    return contrast
+
+
+def rgb_contrast_over_oxides(
+    films: Sequence[Film], oxides_nm: npt.ArrayLike, camera: CameraResponse = DEFAULT_CAMERA
+) -> np.ndarray:
+    """(D, 3) contrasts of ``films`` on each of the D ``oxides_nm``: `rgb_contrast` for a whole table of
+    oxides in one broadcast computation (to rounding)."""
+    oxides = np.asarray(oxides_nm, dtype=float)[:, None]
+    wavelength_nm = camera.wavelengths_nm
+    stack = camera.rgb(stack_reflectance(films, oxides, wavelength_nm))
+    contrast: np.ndarray = stack / camera.rgb(stack_reflectance([], oxides, wavelength_nm)) - 1.0
     return contrast
 
 

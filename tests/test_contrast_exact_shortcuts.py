@@ -1,6 +1,7 @@
 """Shortcuts taken for speed give the very values of the computations they replace (issue 15): block means
 from integer sums, clipped pixels without splitting the channels, the contrast image in place, a background
-fit remembered, and the report's sort-based median; and BLAS on one thread while the detector works."""
+fit remembered, the report's sort-based median, and the ladder's model table over all oxides at once; and BLAS
+on one thread while the detector works."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
+from flakehunter.optics import material_films, rgb_contrast
 from flakehunter.plugins.contrast.background import BackgroundModel, block_means
 from flakehunter.plugins.contrast.blas import one_blas_thread
 from flakehunter.plugins.contrast.detector import _contrast
+from flakehunter.plugins.contrast.ladder import OXIDE_RANGE_NM, OXIDE_STEP_NM, _model_table
 from flakehunter.plugins.contrast.saturation import saturation_mask
+from flakehunter.registry import get_registry
 from flakehunter.report.mosaic import _median_of_stack
 
 
@@ -140,3 +144,19 @@ def test_median_of_stack_equals_np_median(count: int, dtype: type) -> None:
     assert np.array_equal(_bits(_median_of_stack(stack)), _bits(np.median(stack, axis=0)))
     stack[1, 2, 3, 1] = np.nan
     assert np.array_equal(_median_of_stack(stack), np.median(stack, axis=0), equal_nan=True)
+
+
+@pytest.mark.parametrize(("material", "scale"), [("graphene", 1.0), ("wse2", 0.7), ("mos2", 1.4)])
+def test_the_model_table_over_all_oxides_at_once_equals_one_oxide_at_a_time(material: str, scale: float) -> None:
+    """The ladder's table, computed for every oxide in one broadcast, is each oxide's `rgb_contrast` to
+    rounding (a few units in the last place of a contrast near 1)."""
+    mat = get_registry().material(material)
+    oxides, table = _model_table(mat, 3, 4, scale)
+    assert oxides[0] == OXIDE_RANGE_NM[0] and oxides[-1] == OXIDE_RANGE_NM[1] and oxides[1] - oxides[0] == OXIDE_STEP_NM
+    one_at_a_time = np.array([
+        [rgb_contrast([(index, scale * nm) for index, nm in material_films(mat, n)], float(d)) for n in range(1, 5)]
+        for d in oxides
+    ])
+    assert table.shape == one_at_a_time.shape == (len(oxides), 4, 3)
+    np.testing.assert_allclose(table, one_at_a_time, rtol=0, atol=1e-13)
+    assert np.abs(table).max() > 0.05, "a table of contrasts, not of zeros"
