@@ -284,9 +284,8 @@ def rgb_contrast_over_oxides(
     """(D, 3) contrasts of ``films`` on each of the D ``oxides_nm``: `rgb_contrast` for a whole table of
     oxides in one broadcast computation (to rounding)."""
     oxides = np.asarray(oxides_nm, dtype=float)[:, None]
-    wavelength_nm = camera.wavelengths_nm
-    stack = camera.rgb(stack_reflectance(films, oxides, wavelength_nm))
-    contrast: np.ndarray = stack / camera.rgb(stack_reflectance([], oxides, wavelength_nm)) - 1.0
+    stack = camera.rgb(stack_reflectance(films, oxides, camera.wavelengths_nm))
+    contrast: np.ndarray = stack / substrate_rgb(oxides, camera) - 1.0
     return contrast
 
 
@@ -299,8 +298,9 @@ def _substrate_rgb_cached(oxide_nm: float, camera: CameraResponse) -> np.ndarray
     return rgb
 
 
-def substrate_rgb(oxide_nm: float, camera: CameraResponse = DEFAULT_CAMERA) -> np.ndarray:
-    """Absolute linear R, G, B signal of bare SiO2(``oxide_nm``)/Si (a perfect mirror gives 1, 1, 1)."""
+def substrate_rgb(oxide_nm: float | np.ndarray, camera: CameraResponse = DEFAULT_CAMERA) -> np.ndarray:
+    """Absolute linear R, G, B signal of bare SiO2(``oxide_nm``)/Si (a perfect mirror gives 1, 1, 1); oxides of
+    shape (D, 1) give (D, 3)."""
     return camera.rgb(stack_reflectance([], oxide_nm, camera.wavelengths_nm))
 
 

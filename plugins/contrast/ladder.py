@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from flakehunter.plugins.contrast.ladder_search import (
     search_thin_film,
     tone,
 )
+
+if TYPE_CHECKING:
+    from flakehunter.optics import Film
 
 #: Oxide range searched, nm (thermal oxides in use run from ~50 to ~320 nm).
 OXIDE_RANGE_NM = (50.0, 320.0)
@@ -179,14 +182,13 @@ def _model_table(material: Material, channels: int, rungs: int, scale: float = 1
     key = (id(material), channels, rungs, scale)
     if key in _TABLES and _TABLES[key][0] is material:
         return _TABLES[key][1], _TABLES[key][2]
-    from flakehunter.optics import material_films, rgb_contrast_over_oxides
+    from flakehunter.optics import rgb_contrast_over_oxides
     from flakehunter.plugins.contrast.layers import MONO_WEIGHTS
 
     oxides = np.arange(OXIDE_RANGE_NM[0], OXIDE_RANGE_NM[1] + 1e-9, OXIDE_STEP_NM)
     # Every oxide at once (a per-oxide loop took half a second of each process's start for five scales).
     table = np.stack([
-        rgb_contrast_over_oxides([(index, scale * nm) for index, nm in material_films(material, n)], oxides)
-        for n in range(1, rungs + 1)
+        rgb_contrast_over_oxides(_scaled_films(material, n, scale), oxides) for n in range(1, rungs + 1)
     ], axis=1)
     if channels == 1:
         table = (table @ MONO_WEIGHTS)[..., None]
@@ -207,11 +209,19 @@ def model_rungs(material: Material, oxide_nm: float, rungs: int, channels: int, 
 
 def _layer_model(material: Material, layers: int, oxide_nm: float, thickness_scale: float) -> np.ndarray:
     """R, G, B model contrast of ``layers`` layers, their thickness times ``thickness_scale``."""
-    from flakehunter.optics import layer_contrast, material_films, rgb_contrast
+    from flakehunter.optics import layer_contrast, rgb_contrast
 
     if thickness_scale == 1.0:
         return layer_contrast(material, layers, oxide_nm)
-    return rgb_contrast([(index, thickness_scale * nm) for index, nm in material_films(material, layers)], oxide_nm)
+    return rgb_contrast(_scaled_films(material, layers, thickness_scale), oxide_nm)
+
+
+def _scaled_films(material: Material, layers: int, thickness_scale: float) -> list[Film]:
+    """The film stack of ``layers`` layers (`optics.material_films`), each film's thickness times
+    ``thickness_scale``."""
+    from flakehunter.optics import material_films
+
+    return [(index, thickness_scale * nm) for index, nm in material_films(material, layers)]
 
 
 @dataclass
